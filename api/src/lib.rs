@@ -1,0 +1,1 @@
+//! Placeholder: the api arrives with its own issue.

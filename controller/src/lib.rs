@@ -1,0 +1,1 @@
+//! Placeholder: the controller arrives with its own issue.
