@@ -1,1 +1,74 @@
-fn main() {}
+//! `respawn`: one thin command for every component. It parses arguments, sets
+//! up tracing and a shutdown signal, and calls the component's `run`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "respawn", version, about = "The edge of a Minecraft hosting platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Minecraft proxy.
+    Proxy {
+        /// TOML config file (reloaded on change and on SIGHUP).
+        #[arg(long, short, env = "RESPAWN_PROXY_CONFIG", default_value = "respawn.toml")]
+        config: PathBuf,
+    },
+    /// Run the scaling controller (not built yet: see the issues).
+    Controller,
+    /// Run the management API (not built yet: see the issues).
+    Api,
+    /// Run every component in one process on the embedded default.
+    Up {
+        #[arg(long, short, env = "RESPAWN_CONFIG", default_value = "examples/respawn.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signal_shutdown(shutdown.clone()));
+        match cli.command {
+            Command::Proxy { config } | Command::Up { config } => respawn_proxy::run(config, shutdown).await,
+            Command::Controller => anyhow::bail!("the controller is not built yet"),
+            Command::Api => anyhow::bail!("the API is not built yet"),
+        }
+    })
+}
+
+/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
+async fn signal_shutdown(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutting down (signal again to exit now)");
+        token.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        std::process::exit(130);
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        token.cancel();
+    }
+}

@@ -1,0 +1,360 @@
+//! The proxy's TOML configuration: listeners, limits, status texts and routes.
+//!
+//! Every limit has a named default. `Config::parse` rejects unknown fields and
+//! validates names, hostnames and addresses, naming the offending field, so a
+//! bad file never replaces a good one.
+
+use std::{net::SocketAddr, time::Duration};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Auto-version clients idle ~1 s before their handshake; 3 s leaves room
+/// and still frees a silent socket quickly.
+pub const DEFAULT_FIRST_PACKET_TIMEOUT_MS: u64 = 3_000;
+/// Beta and 1.4 legacy pings have no terminator: wait this long for more.
+pub const DEFAULT_LEGACY_WAIT_MS: u64 = 150;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// A player reconnecting a few times in a row is fine; a flood is not.
+pub const DEFAULT_PER_IP_PER_SECOND: u32 = 10;
+pub const DEFAULT_PER_IP_BURST: u32 = 30;
+/// A /24 (or /64) may hold a LAN party or a carrier NAT.
+pub const DEFAULT_PER_PREFIX_PER_SECOND: u32 = 50;
+pub const DEFAULT_PER_PREFIX_BURST: u32 = 150;
+pub const DEFAULT_BACKEND_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// Backend answer to a status request, connect included.
+pub const DEFAULT_STATUS_TIMEOUT_MS: u64 = 2_000;
+/// Each direction of a relayed session gets one buffer of this size.
+pub const DEFAULT_RELAY_BUFFER_BYTES: usize = 4_096;
+/// A status JSON with a 64×64 favicon is ~10 KiB; leave generous room.
+pub const DEFAULT_MAX_STATUS_BYTES: usize = 256 * 1024;
+pub const DEFAULT_STATUS_CACHE_TTL_MS: u64 = 2_000;
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub status: StatusTexts,
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolIn,
+    /// Name of the route used when no hostname matches.
+    pub default_route: Option<String>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Where players connect.
+    pub address: SocketAddr,
+    /// Metrics and health; keep it off the public interface.
+    pub admin_address: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self { address: ([0, 0, 0, 0], 25565).into(), admin_address: ([127, 0, 0, 1], 9100).into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub first_packet_timeout_ms: u64,
+    pub legacy_ping_wait_ms: u64,
+    pub max_connections: usize,
+    pub per_ip_per_second: u32,
+    pub per_ip_burst: u32,
+    pub per_prefix_per_second: u32,
+    pub per_prefix_burst: u32,
+    pub backend_connect_timeout_ms: u64,
+    pub status_timeout_ms: u64,
+    pub relay_buffer_bytes: usize,
+    pub max_status_bytes: usize,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            first_packet_timeout_ms: DEFAULT_FIRST_PACKET_TIMEOUT_MS,
+            legacy_ping_wait_ms: DEFAULT_LEGACY_WAIT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            per_ip_per_second: DEFAULT_PER_IP_PER_SECOND,
+            per_ip_burst: DEFAULT_PER_IP_BURST,
+            per_prefix_per_second: DEFAULT_PER_PREFIX_PER_SECOND,
+            per_prefix_burst: DEFAULT_PER_PREFIX_BURST,
+            backend_connect_timeout_ms: DEFAULT_BACKEND_CONNECT_TIMEOUT_MS,
+            status_timeout_ms: DEFAULT_STATUS_TIMEOUT_MS,
+            relay_buffer_bytes: DEFAULT_RELAY_BUFFER_BYTES,
+            max_status_bytes: DEFAULT_MAX_STATUS_BYTES,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+        }
+    }
+}
+
+impl Limits {
+    pub fn first_packet_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_packet_timeout_ms)
+    }
+    pub fn legacy_ping_wait(&self) -> Duration {
+        Duration::from_millis(self.legacy_ping_wait_ms)
+    }
+    pub fn backend_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.backend_connect_timeout_ms)
+    }
+    pub fn status_timeout(&self) -> Duration {
+        Duration::from_millis(self.status_timeout_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Texts the proxy shows when it answers for a server. `{host}` is replaced
+/// by the requested hostname, `{route}` by the route's name.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusTexts {
+    pub cache_ttl_ms: u64,
+    pub unknown_motd: String,
+    pub unknown_disconnect: String,
+    pub stale_motd: String,
+    pub unreachable_motd: String,
+    pub unreachable_disconnect: String,
+    /// Version name shown in answers the proxy makes up.
+    pub version_name: String,
+}
+
+impl Default for StatusTexts {
+    fn default() -> Self {
+        Self {
+            cache_ttl_ms: DEFAULT_STATUS_CACHE_TTL_MS,
+            unknown_motd: "§cUnknown server §7{host}".into(),
+            unknown_disconnect: "There is no server at {host}. Check the address and try again.".into(),
+            stale_motd: "§6Server unreachable §7— last known status".into(),
+            unreachable_motd: "§cServer unreachable".into(),
+            unreachable_disconnect: "The server {host} is not reachable right now. Try again in a moment.".into(),
+            version_name: "Respawn".into(),
+        }
+    }
+}
+
+impl StatusTexts {
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.cache_ttl_ms)
+    }
+}
+
+/// Who may put a PROXY protocol v2 header in front of their connection.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyProtocolIn {
+    pub trusted_cidrs: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Exact names and `*.suffix` wildcards, matched case-insensitively.
+    pub hostnames: Vec<String>,
+    /// `host:port` backends, tried round-robin with failover.
+    pub backends: Vec<String>,
+    /// Send a PROXY protocol v2 header to the backends.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Status JSON to answer with when the backend is down and nothing is cached.
+    pub fallback_status: Option<String>,
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        for (field, value) in [
+            ("limits.first_packet_timeout_ms", l.first_packet_timeout_ms),
+            ("limits.backend_connect_timeout_ms", l.backend_connect_timeout_ms),
+            ("limits.status_timeout_ms", l.status_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be greater than 0"));
+        }
+        for (field, rate, burst) in [
+            ("limits.per_ip", l.per_ip_per_second, l.per_ip_burst),
+            ("limits.per_prefix", l.per_prefix_per_second, l.per_prefix_burst),
+        ] {
+            if rate == 0 || burst == 0 {
+                return Err(invalid(format!("{field}_per_second/{field}_burst"), "must be greater than 0"));
+            }
+        }
+        if !(512..=1 << 20).contains(&l.relay_buffer_bytes) {
+            return Err(invalid("limits.relay_buffer_bytes", "must be between 512 and 1048576"));
+        }
+        if !(1024..=crate::protocol::frame::MAX_FRAME_LEN).contains(&l.max_status_bytes) {
+            return Err(invalid("limits.max_status_bytes", "must be between 1024 and 2097151"));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut hosts = std::collections::HashMap::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = |f: &str| format!("routes[{i}].{f}");
+            if route.name.is_empty() || route.name.len() > 63 {
+                return Err(invalid(at("name"), "must be 1 to 63 characters"));
+            }
+            if !names.insert(route.name.as_str()) {
+                return Err(invalid(at("name"), format!("route `{}` is defined twice", route.name)));
+            }
+            for (j, host) in route.hostnames.iter().enumerate() {
+                let key = validate_hostname_pattern(host).map_err(|m| invalid(at(&format!("hostnames[{j}]")), m))?;
+                if let Some(other) = hosts.insert(key, route.name.clone()) {
+                    return Err(invalid(
+                        at(&format!("hostnames[{j}]")),
+                        format!("`{host}` is already routed to `{other}`"),
+                    ));
+                }
+            }
+            if route.backends.is_empty() {
+                return Err(invalid(at("backends"), "needs at least one backend address"));
+            }
+            for (j, backend) in route.backends.iter().enumerate() {
+                validate_backend(backend).map_err(|m| invalid(at(&format!("backends[{j}]")), m))?;
+            }
+            if let Some(json) = &route.fallback_status {
+                serde_json::from_str::<serde_json::Value>(json)
+                    .map_err(|e| invalid(at("fallback_status"), format!("is not JSON: {e}")))?;
+            }
+        }
+        if let Some(default) = &self.default_route {
+            if !names.contains(default.as_str()) {
+                return Err(invalid("default_route", format!("no route is named `{default}`")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks an exact name or a `*.suffix` wildcard and returns its lookup key
+/// (lowercase, no trailing dot; wildcards keep their `*.`).
+pub fn validate_hostname_pattern(pattern: &str) -> Result<String, String> {
+    let lower = pattern.trim_end_matches('.').to_ascii_lowercase();
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("`{pattern}` is not a hostname (1 to 253 characters)"));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("`{pattern}` is not a hostname (label `{label}`)"));
+        }
+    }
+    Ok(lower)
+}
+
+fn validate_backend(addr: &str) -> Result<(), String> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("`{addr}` needs a port (host:port)"))?;
+    port.parse::<u16>().map_err(|_| format!("`{addr}` has an invalid port"))?;
+    if host.is_empty() {
+        return Err(format!("`{addr}` has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        default_route = "lobby"
+        [limits]
+        first_packet_timeout_ms = 2500
+        [[routes]]
+        name = "survival"
+        hostnames = ["survival.acme.example", "*.acme.example"]
+        backends = ["127.0.0.1:25566"]
+        [[routes]]
+        name = "lobby"
+        hostnames = ["lobby.example"]
+        backends = ["localhost:25567", "127.0.0.1:25568"]
+        proxy_protocol = true
+    "#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.limits.first_packet_timeout_ms, 2500);
+        assert_eq!(c.limits.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.routes[1].backends.len(), 2);
+        assert!(c.routes[1].proxy_protocol);
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err("[limits]\nmax_conections = 5").contains("max_conections"));
+        assert!(err("[limits]\nfirst_packet_timeout_ms = 0").contains("limits.first_packet_timeout_ms"));
+        let bad_host = r#"[[routes]]
+            name = "a"
+            hostnames = ["bad host"]
+            backends = ["127.0.0.1:1"]"#;
+        assert!(err(bad_host).contains("routes[0].hostnames[0]"));
+        let bad_backend = r#"[[routes]]
+            name = "a"
+            hostnames = ["a.example"]
+            backends = ["127.0.0.1"]"#;
+        assert!(err(bad_backend).contains("routes[0].backends[0]"));
+        let dup = r#"[[routes]]
+            name = "a"
+            hostnames = ["a.example"]
+            backends = ["127.0.0.1:1"]
+            [[routes]]
+            name = "b"
+            hostnames = ["A.Example."]
+            backends = ["127.0.0.1:2"]"#;
+        assert!(err(dup).contains("routes[1].hostnames[0]"));
+        assert!(err("default_route = \"nope\"").contains("default_route"));
+        assert!(err("[listen]\naddress = \"nowhere\"").contains("address"));
+    }
+}

@@ -1,0 +1,471 @@
+//! One client connection: read the first packets into a bounded buffer, route
+//! by hostname, then answer the status exchange or relay the login.
+//!
+//! The bytes sent to a backend are exactly the bytes the client sent (after
+//! any PROXY header from a trusted peer, which is consumed here).
+
+use std::{
+    borrow::Cow,
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::{Buf, BytesMut};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::{Instant, timeout, timeout_at},
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    protocol::{
+        self, Decoded, ProtocolError,
+        handshake::{Handshake, NextState, encode_handshake},
+        legacy::{LegacyStatus, decode_legacy, encode_legacy_response},
+        login::{decode_login_start, encode_login_disconnect},
+        status::{StatusC2s, decode_status_c2s, decode_status_response, encode_pong, encode_status_request, encode_status_response},
+    },
+    proxy_protocol::{self, Inbound},
+    route::{Route, normalize_host},
+    server::{Shared, State},
+    status_cache,
+};
+
+/// A legacy client gives no protocol number; the backend is asked with this one
+/// (1.8, which every modern server answers).
+const LEGACY_FETCH_PROTOCOL: i32 = 47;
+/// Enough for a PROXY header with TLVs, a handshake and a Login Start with 1.19
+/// signature data. The frame limits keep each packet far below this.
+const MAX_PRELUDE_BYTES: usize = 96 * 1024;
+/// Initial buffer: a handshake plus a Login Start fit in one allocation.
+const INITIAL_BUFFER: usize = 512;
+
+/// How a connection ended (the `outcome` label of the connections metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Status,
+    LegacyStatus,
+    Relayed,
+    UnknownHost,
+    BackendUnreachable,
+    Timeout,
+    ProtocolError,
+    ClosedEarly,
+    ProxyProtocolUntrusted,
+    IoError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Status => "status",
+            Outcome::LegacyStatus => "legacy_status",
+            Outcome::Relayed => "relayed",
+            Outcome::UnknownHost => "unknown_host",
+            Outcome::BackendUnreachable => "backend_unreachable",
+            Outcome::Timeout => "timeout",
+            Outcome::ProtocolError => "protocol_error",
+            Outcome::ClosedEarly => "closed_early",
+            Outcome::ProxyProtocolUntrusted => "proxy_protocol_untrusted",
+            Outcome::IoError => "io_error",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("timed out")]
+    Timeout,
+    #[error("client closed the connection")]
+    Eof,
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("PROXY header from an untrusted address")]
+    Untrusted,
+}
+
+impl ConnError {
+    fn outcome(&self) -> Outcome {
+        match self {
+            ConnError::Timeout => Outcome::Timeout,
+            ConnError::Eof => Outcome::ClosedEarly,
+            ConnError::Io(_) => Outcome::IoError,
+            ConnError::Protocol(_) => Outcome::ProtocolError,
+            ConnError::Untrusted => Outcome::ProxyProtocolUntrusted,
+        }
+    }
+}
+
+/// Reads more bytes into `buf` before `deadline`.
+async fn fill(client: &mut TcpStream, buf: &mut BytesMut, deadline: Instant) -> Result<(), ConnError> {
+    if buf.len() >= MAX_PRELUDE_BYTES {
+        return Err(ProtocolError::TooLong { field: "first packets", len: buf.len(), max: MAX_PRELUDE_BYTES }.into());
+    }
+    if buf.capacity() - buf.len() < 64 {
+        buf.reserve(buf.len().max(INITIAL_BUFFER));
+    }
+    match timeout_at(deadline, client.read_buf(buf)).await {
+        Err(_) => Err(ConnError::Timeout),
+        Ok(Ok(0)) => Err(ConnError::Eof),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+    }
+}
+
+/// Reads until `decode` (over `buf[from..]`) completes.
+async fn read_until<T>(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    from: usize,
+    deadline: Instant,
+    decode: impl Fn(&[u8]) -> Decoded<T>,
+) -> Result<(T, usize), ConnError> {
+    loop {
+        if let Some(done) = decode(&buf[from..])? {
+            return Ok(done);
+        }
+        fill(client, buf, deadline).await?;
+    }
+}
+
+async fn write_and_close(client: &mut TcpStream, bytes: &[u8], deadline: Instant) -> Result<(), ConnError> {
+    timeout_at(deadline, async {
+        client.write_all(bytes).await?;
+        client.shutdown().await
+    })
+    .await
+    .map_err(|_| ConnError::Timeout)?
+    .map_err(ConnError::from)
+}
+
+fn fill_in(template: &str, host: &str, route: Option<&Route>) -> String {
+    template.replace("{host}", host).replace("{route}", route.map(|r| &*r.name).unwrap_or(""))
+}
+
+pub(crate) async fn handle(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr, local: SocketAddr) -> Outcome {
+    let state = shared.state.load_full();
+    let outcome = match serve(&shared, &state, &mut client, peer, local).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let outcome = e.outcome();
+            debug!(error = %e, "connection closed");
+            if !matches!(outcome, Outcome::ClosedEarly | Outcome::IoError) {
+                shared.metrics.rejects.with_label_values(&[outcome.as_str()]).inc();
+            }
+            outcome
+        }
+    };
+    shared.metrics.connections.with_label_values(&[outcome.as_str()]).inc();
+    outcome
+}
+
+async fn serve(
+    shared: &Shared,
+    state: &State,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Result<Outcome, ConnError> {
+    let limits = &state.config.limits;
+    let started = Instant::now();
+    let deadline = started + limits.first_packet_timeout();
+    let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
+    let span = tracing::Span::current();
+
+    // A PROXY v2 header is honoured from trusted peers and refused from others.
+    let mut client_addr = peer;
+    let trusted = state.config.proxy_protocol.trusted_cidrs.iter().any(|net| net.contains(&peer.ip()));
+    loop {
+        match proxy_protocol::decode_inbound(&buf)? {
+            Some(Inbound::Absent) => break,
+            Some(Inbound::Present { source, len }) => {
+                if !trusted {
+                    return Err(ConnError::Untrusted);
+                }
+                client_addr = source.unwrap_or(peer);
+                span.record("client", tracing::field::display(client_addr));
+                buf.advance(len);
+                break;
+            }
+            None if !trusted && buf.len() >= ppp::v2::PROTOCOL_PREFIX.len() => return Err(ConnError::Untrusted),
+            None => fill(client, &mut buf, deadline).await?,
+        }
+    }
+    if buf.is_empty() {
+        fill(client, &mut buf, deadline).await?;
+    }
+
+    if protocol::legacy::is_legacy(buf[0]) {
+        return legacy_status(shared, state, client, &mut buf, deadline, client_addr, local).await;
+    }
+
+    let (hs, hs_len) = read_until(client, &mut buf, 0, deadline, protocol::decode_handshake).await?;
+    let host = normalize_host(&hs.host).into_owned();
+    span.record("host", host.as_str());
+    span.record("protocol", hs.protocol);
+    span.record("next", hs.next_state.as_str());
+    let route = state.routes.lookup(&hs.host).cloned();
+    if let Some(r) = &route {
+        span.record("route", &*r.name);
+    }
+
+    match hs.next_state {
+        NextState::Status => {
+            status_exchange(shared, state, client, &mut buf, hs_len, &hs, &host, route.as_deref(), client_addr, local, deadline)
+                .await
+        }
+        NextState::Login | NextState::Transfer => {
+            let (login, ls_len) =
+                read_until(client, &mut buf, hs_len, deadline, |b| decode_login_start(b, hs.protocol)).await?;
+            shared.metrics.first_packet_seconds.observe(started.elapsed().as_secs_f64());
+            let Some(route) = route else {
+                info!(player = %login.name, "login for an unknown host");
+                let msg = fill_in(&state.config.status.unknown_disconnect, &host, None);
+                write_and_close(client, &encode_login_disconnect(&msg), Instant::now() + limits.first_packet_timeout()).await?;
+                return Ok(Outcome::UnknownHost);
+            };
+            debug!(player = %login.name, uuid = ?login.uuid, prelude = hs_len + ls_len, "login start");
+            let Some(mut backend) = connect_backend(shared, state, &route, limits.backend_connect_timeout()).await else {
+                let msg = fill_in(&state.config.status.unreachable_disconnect, &host, Some(&route));
+                write_and_close(client, &encode_login_disconnect(&msg), Instant::now() + limits.first_packet_timeout()).await?;
+                return Ok(Outcome::BackendUnreachable);
+            };
+            if route.proxy_protocol {
+                backend.write_all(&proxy_protocol::encode_header(client_addr, local)).await?;
+            }
+            backend.write_all(&buf).await?;
+            drop(buf);
+            shared.metrics.logins.with_label_values(&[&*route.name]).inc();
+            let online = shared.metrics.players_online.with_label_values(&[&*route.name]);
+            online.inc();
+            info!(player = %login.name, "player relayed");
+            let result = relay(shared, client, &mut backend, limits.relay_buffer_bytes).await;
+            online.dec();
+            info!(player = %login.name, "player left");
+            result?;
+            Ok(Outcome::Relayed)
+        }
+    }
+}
+
+/// Copies both ways until both sides have closed (half-close aware), or the
+/// proxy's hard stop fires.
+async fn relay(shared: &Shared, client: &mut TcpStream, backend: &mut TcpStream, buffer: usize) -> Result<(), ConnError> {
+    let _ = client.set_nodelay(true);
+    let _ = backend.set_nodelay(true);
+    tokio::select! {
+        res = tokio::io::copy_bidirectional_with_sizes(client, backend, buffer, buffer) => {
+            match res {
+                Ok((up, down)) => {
+                    shared.metrics.bytes.with_label_values(&["client_to_backend"]).inc_by(up);
+                    shared.metrics.bytes.with_label_values(&["backend_to_client"]).inc_by(down);
+                    Ok(())
+                }
+                // Resets mid-game are how many clients leave: not worth an error.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+        _ = shared.hard_stop.cancelled() => Ok(()),
+    }
+}
+
+/// Opens a connection to one of the route's backends, trying each in turn.
+async fn connect_backend(shared: &Shared, state: &State, route: &Route, per_try: Duration) -> Option<TcpStream> {
+    let _ = state;
+    for addr in route.backend_order() {
+        let started = Instant::now();
+        match timeout(per_try, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                shared
+                    .metrics
+                    .backend_connect_seconds
+                    .with_label_values(&[&*route.name])
+                    .observe(started.elapsed().as_secs_f64());
+                return Some(stream);
+            }
+            Ok(Err(e)) => warn!(backend = addr, error = %e, "backend connect failed"),
+            Err(_) => warn!(backend = addr, "backend connect timed out"),
+        }
+    }
+    shared.metrics.rejects.with_label_values(&["backend_unreachable"]).inc();
+    None
+}
+
+/// Asks the backend for its status with `request` (a handshake and a status
+/// request, the client's own bytes when there are some).
+async fn fetch_status(
+    shared: &Shared,
+    state: &State,
+    route: &Route,
+    request: &[u8],
+    client_addr: SocketAddr,
+    local: SocketAddr,
+) -> Option<String> {
+    let limits = &state.config.limits;
+    let fetch = async {
+        let mut backend = connect_backend(shared, state, route, limits.backend_connect_timeout()).await?;
+        if route.proxy_protocol {
+            backend.write_all(&proxy_protocol::encode_header(client_addr, local)).await.ok()?;
+        }
+        backend.write_all(request).await.ok()?;
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            match decode_status_response(&buf, limits.max_status_bytes) {
+                Ok(Some((json, _))) => return Some(json),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "backend sent a bad status response");
+                    return None;
+                }
+            }
+            buf.reserve(4096);
+            if backend.read_buf(&mut buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    };
+    match timeout(limits.status_timeout(), fetch).await {
+        Ok(found) => found,
+        Err(_) => {
+            warn!("backend status timed out");
+            None
+        }
+    }
+}
+
+/// The status JSON to show for `route` (cache, live, stale, fallback or unknown).
+#[allow(clippy::too_many_arguments)]
+async fn status_json(
+    shared: &Shared,
+    state: &State,
+    route: Option<&Route>,
+    host: &str,
+    protocol: i32,
+    request: Cow<'_, [u8]>,
+    client_addr: SocketAddr,
+    local: SocketAddr,
+) -> String {
+    let texts = &state.config.status;
+    let count = |result: &str| shared.metrics.status_requests.with_label_values(&[result]).inc();
+    let Some(route) = route else {
+        count("unknown");
+        return status_cache::synthesize(&texts.version_name, protocol, &fill_in(&texts.unknown_motd, host, None), 0);
+    };
+    if let Some(json) = shared.cache.fresh(&route.name, protocol, texts.cache_ttl()) {
+        count("hit");
+        return json.to_string();
+    }
+    if let Some(json) = fetch_status(shared, state, route, &request, client_addr, local).await {
+        count("miss");
+        shared.cache.put(&route.name, protocol, json.as_str().into());
+        return json;
+    }
+    if let Some(json) = shared.cache.last_known(&route.name, protocol) {
+        count("stale");
+        return status_cache::with_motd(&json, &fill_in(&texts.stale_motd, host, Some(route)));
+    }
+    count("fallback");
+    match &route.fallback_status {
+        Some(json) => json.clone(),
+        None => status_cache::synthesize(&texts.version_name, protocol, &fill_in(&texts.unreachable_motd, host, Some(route)), 0),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn status_exchange(
+    shared: &Shared,
+    state: &State,
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    hs_len: usize,
+    hs: &Handshake,
+    host: &str,
+    route: Option<&Route>,
+    client_addr: SocketAddr,
+    local: SocketAddr,
+    deadline: Instant,
+) -> Result<Outcome, ConnError> {
+    let mut at = hs_len;
+    let mut answered = false;
+    let mut deadline = deadline;
+    loop {
+        let (packet, used) = match read_until(client, buf, at, deadline, decode_status_c2s).await {
+            Ok(p) => p,
+            // Clients may close right after the response without pinging.
+            Err(ConnError::Eof) if answered => return Ok(Outcome::Status),
+            Err(e) => return Err(e),
+        };
+        at += used;
+        match packet {
+            StatusC2s::Request if !answered => {
+                let request = Cow::Borrowed(&buf[..at]);
+                let json = status_json(shared, state, route, host, hs.protocol, request, client_addr, local).await;
+                let out = encode_status_response(&json);
+                timeout_at(deadline.max(Instant::now() + Duration::from_secs(1)), client.write_all(&out))
+                    .await
+                    .map_err(|_| ConnError::Timeout)??;
+                answered = true;
+                // The ping follows the response; give it a fresh window.
+                deadline = Instant::now() + state.config.limits.first_packet_timeout();
+            }
+            StatusC2s::Request => return Err(ProtocolError::Invalid("second status request").into()),
+            StatusC2s::Ping(payload) => {
+                write_and_close(client, &encode_pong(payload), deadline).await?;
+                return Ok(Outcome::Status);
+            }
+        }
+    }
+}
+
+async fn legacy_status(
+    shared: &Shared,
+    state: &State,
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    client_addr: SocketAddr,
+    local: SocketAddr,
+) -> Result<Outcome, ConnError> {
+    let wait = state.config.limits.legacy_ping_wait();
+    let ping = loop {
+        if let Some((ping, _)) = decode_legacy(buf, true)? {
+            break ping;
+        }
+        // The short forms have no end marker: after a quiet `wait`, take what is here.
+        match fill(client, buf, deadline.min(Instant::now() + wait)).await {
+            Ok(()) => {}
+            Err(ConnError::Timeout) if Instant::now() < deadline => {
+                break decode_legacy(buf, false)?.expect("a legacy prefix always decodes when no more may come").0;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let raw_host = ping.host.clone().unwrap_or_default();
+    let host = normalize_host(&raw_host).into_owned();
+    let span = tracing::Span::current();
+    span.record("host", host.as_str());
+    span.record("next", "legacy_status");
+    let route = state.routes.lookup(&raw_host).cloned();
+    // Ask the backend in the modern protocol; it never sees the legacy bytes.
+    let mut request = encode_handshake(&Handshake {
+        protocol: LEGACY_FETCH_PROTOCOL,
+        host: raw_host,
+        port: ping.port.unwrap_or(25565),
+        next_state: NextState::Status,
+    });
+    request.extend(encode_status_request());
+    let json = status_json(shared, state, route.as_deref(), &host, LEGACY_FETCH_PROTOCOL, request.into(), client_addr, local).await;
+    let s = status_cache::summarize(&json);
+    let reply = encode_legacy_response(
+        ping.form,
+        &LegacyStatus { protocol: s.protocol, version: &s.version, motd: &s.motd, online: s.online, max: s.max },
+    );
+    write_and_close(client, &reply, deadline.max(Instant::now() + Duration::from_secs(1))).await?;
+    Ok(Outcome::LegacyStatus)
+}

@@ -1,0 +1,110 @@
+//! Prometheus metrics of the proxy, registered on a registry of its own so
+//! several proxies (tests) can live in one process.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Finished connections by how they ended.
+    pub connections: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub bytes: IntCounterVec,
+    pub status_requests: IntCounterVec,
+    pub logins: IntCounterVec,
+    pub players_online: IntGaugeVec,
+    pub backend_connect_seconds: HistogramVec,
+    pub rejects: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub first_packet_seconds: Histogram,
+    pub routes: IntGauge,
+    pub accept_errors: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let connections = counter_vec(
+            "respawn_proxy_connections_total",
+            "Client connections by outcome (status, login, legacy_status, unknown_host, rejected, error, ...)",
+            &["outcome"],
+        );
+        let bytes = counter_vec("respawn_proxy_bytes_total", "Bytes relayed, by direction", &["direction"]);
+        let status_requests = counter_vec(
+            "respawn_proxy_status_requests_total",
+            "Status requests by how they were answered (hit, miss, stale, fallback, unknown)",
+            &["result"],
+        );
+        let logins = counter_vec("respawn_proxy_logins_total", "Login Starts routed, per route", &["route"]);
+        let rejects = counter_vec(
+            "respawn_proxy_rejects_total",
+            "Connections refused or closed by a limit or bad input, by reason",
+            &["reason"],
+        );
+        let config_reloads =
+            counter_vec("respawn_proxy_config_reloads_total", "Config reloads by result (ok, error)", &["result"]);
+        let players_online = IntGaugeVec::new(
+            Opts::new("respawn_proxy_players_online", "Players online (login seen, connection open), per route"),
+            &["route"],
+        )
+        .expect("metric");
+        registry.register(Box::new(players_online.clone())).expect("register");
+        let backend_connect_seconds = HistogramVec::new(
+            HistogramOpts::new("respawn_proxy_backend_connect_seconds", "Time to open a backend connection")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 3.0]),
+            &["route"],
+        )
+        .expect("metric");
+        registry.register(Box::new(backend_connect_seconds.clone())).expect("register");
+        let first_packet_seconds = Histogram::with_opts(
+            HistogramOpts::new("respawn_proxy_first_packets_seconds", "Time from accept to a routable first packet")
+                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0]),
+        )
+        .expect("metric");
+        registry.register(Box::new(first_packet_seconds.clone())).expect("register");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let connections_open = gauge("respawn_proxy_connections_open", "Client connections open now");
+        let routes = gauge("respawn_proxy_routes", "Hostname patterns in the route table");
+        let accept_errors = IntCounter::new("respawn_proxy_accept_errors_total", "Errors from accept()").expect("metric");
+        registry.register(Box::new(accept_errors.clone())).expect("register");
+        Self {
+            registry,
+            connections,
+            connections_open,
+            bytes,
+            status_requests,
+            logins,
+            players_online,
+            backend_connect_seconds,
+            rejects,
+            config_reloads,
+            first_packet_seconds,
+            routes,
+            accept_errors,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encode metrics");
+        String::from_utf8(out).expect("metrics are UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
