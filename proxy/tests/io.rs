@@ -1,0 +1,535 @@
+//! Integration tests over real loopback sockets: the proxy in-process on port
+//! 0, backends made from the crate's own codec so every byte can be checked.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use respawn_proxy::{
+    Config, Proxy,
+    protocol::{
+        handshake::{Handshake, NextState, encode_handshake},
+        login::encode_login_start,
+        status::{decode_pong, decode_status_response, encode_ping, encode_status_request, encode_status_response, encode_pong, decode_status_c2s, StatusC2s},
+        decode_frame, decode_handshake,
+    },
+    proxy_protocol,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+/// What a fake backend saw on one connection.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    proxy_header: Option<proxy_protocol::Inbound>,
+    raw: Vec<u8>,
+}
+
+/// A backend that answers status with `motd` and, for logins, echoes every byte
+/// after the first packets back to the client. Records what it received.
+struct FakeBackend {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FakeBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn fake_backend(motd: &'static str) -> FakeBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut rec = Seen::default();
+                // PROXY header, if any.
+                let mut off = 0;
+                loop {
+                    match proxy_protocol::decode_inbound(&buf[off..]) {
+                        Ok(Some(proxy_protocol::Inbound::Absent)) => break,
+                        Ok(Some(h @ proxy_protocol::Inbound::Present { len, .. })) => {
+                            rec.proxy_header = Some(h);
+                            off = len;
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(_) => return,
+                    }
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 { return; }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let (hs, used) = loop {
+                    if let Ok(Some(done)) = decode_handshake(&buf[off..]) { break done; }
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 { return; }
+                    buf.extend_from_slice(&chunk[..n]);
+                };
+                let mut at = off + used;
+                if hs.next_state == NextState::Status {
+                    let json = format!(r#"{{"version":{{"name":"fake 1.21.4","protocol":{}}},"players":{{"max":42,"online":7}},"description":{{"text":"{motd}"}},"favicon":"data:image/png;base64,iVBOR"}}"#, hs.protocol);
+                    loop {
+                        match decode_status_c2s(&buf[at..]) {
+                            Ok(Some((StatusC2s::Request, n))) => { at += n; let _ = s.write_all(&encode_status_response(&json)).await; }
+                            Ok(Some((StatusC2s::Ping(p), _))) => { let _ = s.write_all(&encode_pong(p)).await; break; }
+                            Ok(None) => {
+                                let n = s.read(&mut chunk).await.unwrap_or(0);
+                                if n == 0 { break; }
+                                buf.extend_from_slice(&chunk[..n]);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    rec.raw = buf[off..].to_vec();
+                    seen.lock().unwrap().push(rec);
+                    return;
+                }
+                // Login: record, then echo everything (already buffered bytes after Login Start too).
+                let (_, ls) = loop {
+                    if let Ok(Some((f, n))) = decode_frame(&buf[at..], 1 << 16) { break (f.id, n); }
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 { return; }
+                    buf.extend_from_slice(&chunk[..n]);
+                };
+                at += ls;
+                rec.raw = buf[off..at].to_vec();
+                seen.lock().unwrap().push(rec);
+                let _ = s.write_all(&buf[at..]).await;
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 { let _ = s.shutdown().await; return; }
+                    if s.write_all(&chunk[..n]).await.is_err() { return; }
+                }
+            });
+        }
+    });
+    FakeBackend { addr, seen, task }
+}
+
+struct Running {
+    addr: SocketAddr,
+    proxy: Proxy,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Generous rate limits: every test client comes from 127.0.0.1.
+const OPEN_LIMITS: &str = "[limits]\nper_ip_per_second = 100000\nper_ip_burst = 100000\nper_prefix_per_second = 100000\nper_prefix_burst = 100000\nshutdown_grace_ms = 500\n";
+
+async fn start(config: &str) -> Running {
+    let config = Config::parse(config).unwrap();
+    let proxy = Proxy::new(config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let p = proxy.clone();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move { p.serve(listener, s).await.unwrap() });
+    Running { addr, proxy, shutdown, task: Some(task) }
+}
+
+fn two_routes(a: SocketAddr, b: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"default_route = "alpha"
+{extra}
+[[routes]]
+name = "alpha"
+hostnames = ["alpha.test", "*.alpha.test"]
+backends = ["{a}"]
+[[routes]]
+name = "bravo"
+hostnames = ["bravo.test"]
+backends = ["{b}"]
+"#
+    )
+}
+
+fn hs(host: &str, protocol: i32, state: NextState) -> Vec<u8> {
+    encode_handshake(&Handshake { protocol, host: host.into(), port: 25565, next_state: state })
+}
+
+async fn read_frame<T>(s: &mut TcpStream, buf: &mut Vec<u8>, decode: impl Fn(&[u8]) -> respawn_proxy::protocol::Decoded<T>) -> T {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some((v, n)) = decode(buf).unwrap() {
+            buf.drain(..n);
+            return v;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("read timeout").unwrap();
+        assert!(n > 0, "closed early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn status(proxy: SocketAddr, host: &str, protocol: i32) -> serde_json::Value {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let mut out = hs(host, protocol, NextState::Status);
+    out.extend(encode_status_request());
+    s.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let json = read_frame(&mut s, &mut buf, |b| decode_status_response(b, 1 << 20)).await;
+    s.write_all(&encode_ping(1234)).await.unwrap();
+    assert_eq!(read_frame(&mut s, &mut buf, decode_pong).await, 1234);
+    serde_json::from_str(&json).unwrap()
+}
+
+/// Sends a login and returns the stream (relaying to an echo backend).
+async fn login(proxy: SocketAddr, host: &str, protocol: i32) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let mut out = hs(host, protocol, NextState::Login);
+    out.extend(encode_login_start("Steve", Some(7), protocol));
+    s.write_all(&out).await.unwrap();
+    s
+}
+
+async fn echo_roundtrip(s: &mut TcpStream, payload: &[u8]) {
+    s.write_all(payload).await.unwrap();
+    let mut got = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await.expect("echo timeout").unwrap();
+    assert_eq!(got, payload);
+}
+
+fn metric(proxy: &Proxy, needle: &str) -> f64 {
+    proxy
+        .metrics()
+        .render()
+        .lines()
+        .find(|l| l.starts_with(needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn status_routes_by_host_and_caches() {
+    let a = fake_backend("alpha").await;
+    let b = fake_backend("bravo").await;
+    let p = start(&two_routes(a.addr, b.addr, OPEN_LIMITS)).await;
+    assert_eq!(status(p.addr, "alpha.test", 769).await["description"]["text"], "alpha");
+    assert_eq!(status(p.addr, "BRAVO.test.", 769).await["description"]["text"], "bravo");
+    assert_eq!(status(p.addr, "x.alpha.test\0FML3\0", 769).await["description"]["text"], "alpha");
+    // Second ask within the TTL: answered from the cache, backend not contacted.
+    let before = a.seen.lock().unwrap().len();
+    assert_eq!(status(p.addr, "alpha.test", 769).await["description"]["text"], "alpha");
+    assert_eq!(a.seen.lock().unwrap().len(), before);
+    // The wildcard host above shared alpha's (route, protocol) entry too.
+    assert_eq!(metric(&p.proxy, "respawn_proxy_status_requests_total{result=\"hit\"}"), 2.0);
+    assert_eq!(metric(&p.proxy, "respawn_proxy_status_requests_total{result=\"miss\"}"), 2.0);
+    // The backend saw the client's exact handshake and request bytes.
+    let first = a.seen.lock().unwrap()[0].raw.clone();
+    let mut want = hs("alpha.test", 769, NextState::Status);
+    want.extend(encode_status_request());
+    assert_eq!(first, want);
+}
+
+#[tokio::test]
+async fn stale_and_fallback_when_backend_is_down() {
+    let a = fake_backend("alpha").await;
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap(); // closed at once
+    let cfg = two_routes(a.addr, dead, &format!("{OPEN_LIMITS}[status]\ncache_ttl_ms = 0\nstale_motd = \"STALE {{route}}\"\nunreachable_motd = \"DOWN {{host}}\"\n"));
+    let p = start(&cfg).await;
+    assert_eq!(status(p.addr, "alpha.test", 765).await["description"]["text"], "alpha");
+    drop(a); // backend gone
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stale = status(p.addr, "alpha.test", 765).await;
+    assert_eq!(stale["description"]["text"], "STALE alpha");
+    assert_eq!(stale["version"]["name"], "fake 1.21.4");
+    assert_eq!(stale["favicon"], "data:image/png;base64,iVBOR");
+    // Never reached, nothing cached: the configured unreachable text.
+    assert_eq!(status(p.addr, "bravo.test", 765).await["description"]["text"], "DOWN bravo.test");
+    assert_eq!(metric(&p.proxy, "respawn_proxy_status_requests_total{result=\"stale\"}"), 1.0);
+}
+
+#[tokio::test]
+async fn unknown_host_gets_answers_not_silence() {
+    let a = fake_backend("alpha").await;
+    let cfg = format!("{OPEN_LIMITS}\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n", a.addr);
+    let p = start(&cfg).await;
+    let s = status(p.addr, "nobody.test", 769).await;
+    assert!(s["description"]["text"].as_str().unwrap().contains("nobody.test"), "{s}");
+    let mut c = login(p.addr, "nobody.test", 769).await;
+    let mut buf = Vec::new();
+    let f = read_frame(&mut c, &mut buf, |b| decode_frame(b, 1 << 16).map(|o| o.map(|(f, n)| ((f.id, f.body.to_vec()), n)))).await;
+    assert_eq!(f.0, 0x00, "login disconnect");
+    let text = String::from_utf8_lossy(&f.1);
+    assert!(text.contains("There is no server at nobody.test"), "{text}");
+    assert!(a.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn login_relays_exact_bytes_and_counts_players() {
+    let a = fake_backend("alpha").await;
+    let b = fake_backend("bravo").await;
+    let p = start(&two_routes(a.addr, b.addr, OPEN_LIMITS)).await;
+    for (host, protocol) in [("Alpha.Test.", 47), ("alpha.test\0FML3\0", 765), ("bravo.test///1.2.3.4:5///123///sig", 775), ("alpha.test\0FORGE", 5)] {
+        let mut c = login(p.addr, host, protocol).await;
+        echo_roundtrip(&mut c, b"play bytes").await;
+        let mut want = hs(host, protocol, NextState::Login);
+        want.extend(encode_login_start("Steve", Some(7), protocol));
+        let backend = if host.starts_with("bravo") { &b } else { &a };
+        let got = backend.seen.lock().unwrap().last().unwrap().raw.clone();
+        assert_eq!(got, want, "{host:?}: backend got the client's exact bytes");
+        assert_eq!(metric(&p.proxy, &format!("respawn_proxy_players_online{{route=\"{}\"}}", if host.starts_with("bravo") { "bravo" } else { "alpha" })), 1.0);
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&p.proxy, "respawn_proxy_players_online{route=\"alpha\"}"), 0.0);
+    assert_eq!(metric(&p.proxy, "respawn_proxy_logins_total{route=\"alpha\"}"), 3.0);
+}
+
+#[tokio::test]
+async fn half_close_is_relayed() {
+    let a = fake_backend("alpha").await;
+    let p = start(&two_routes(a.addr, a.addr, OPEN_LIMITS)).await;
+    let mut c = login(p.addr, "alpha.test", 769).await;
+    let payload = vec![7u8; 300_000];
+    c.write_all(&payload).await.unwrap();
+    c.shutdown().await.unwrap(); // client half-closes; the echo must still come back
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got.len(), payload.len());
+}
+
+#[tokio::test]
+async fn legacy_pings_are_answered() {
+    let a = fake_backend("alpha").await;
+    let b = fake_backend("bravo").await;
+    let p = start(&two_routes(a.addr, b.addr, OPEN_LIMITS)).await;
+    let ask = |bytes: Vec<u8>| async move {
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+        assert_eq!(out[0], 0xFF);
+        let units: Vec<u16> = out[3..].chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+        String::from_utf16(&units).unwrap()
+    };
+    assert_eq!(ask(vec![0xFE]).await, "alpha§7§42");
+    assert!(ask(vec![0xFE, 0x01]).await.contains("\0alpha\0"));
+    assert!(ask(vec![0xFE, 0x01, 0xFA]).await.contains("\0alpha\0"));
+    let v16 = respawn_proxy::protocol::legacy::encode_legacy_v1_6(78, "bravo.test", 25565);
+    let text = ask(v16).await;
+    assert!(text.starts_with("§1\0") && text.contains("\0bravo\0"), "{text:?}");
+}
+
+#[tokio::test]
+async fn bad_input_is_closed_within_limits() {
+    let a = fake_backend("alpha").await;
+    let cfg = two_routes(a.addr, a.addr, &format!("{}first_packet_timeout_ms = 1000\n", OPEN_LIMITS));
+    let p = start(&cfg).await;
+    let closed_within = |bytes: Vec<u8>, trickle: bool| async move {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        if trickle {
+            for b in bytes {
+                if s.write_all(&[b]).await.is_err() { break; }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        } else {
+            let _ = s.write_all(&bytes).await;
+        }
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await.expect("proxy kept the connection open");
+        started.elapsed()
+    };
+    // A 3 GB declared length: refused on the length bytes alone.
+    assert!(closed_within(vec![0x80, 0x80, 0x80, 0x80, 0x0b, 0, 0], false).await < Duration::from_millis(500));
+    // Random garbage.
+    assert!(closed_within(vec![0x05, 0x07, 0xff, 0xff, 0xff, 0x01], false).await < Duration::from_millis(500));
+    // Unknown next state.
+    let mut bad = hs("alpha.test", 47, NextState::Status);
+    let last = bad.len() - 1;
+    bad[last] = 9;
+    assert!(closed_within(bad, false).await < Duration::from_millis(500));
+    // A handshake trickled a byte at a time: cut at the first-packet timeout.
+    let t = closed_within(hs("alpha.test", 47, NextState::Login), true).await;
+    assert!(t >= Duration::from_millis(900) && t < Duration::from_millis(2500), "{t:?}");
+    assert!(metric(&p.proxy, "respawn_proxy_rejects_total{reason=\"protocol_error\"}") >= 3.0);
+    assert!(metric(&p.proxy, "respawn_proxy_rejects_total{reason=\"timeout\"}") >= 1.0);
+    assert!(a.seen.lock().unwrap().is_empty(), "nothing bad reached the backend");
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_players_unaffected() {
+    let a = fake_backend("alpha").await;
+    let cfg = two_routes(a.addr, a.addr, &format!("{}first_packet_timeout_ms = 1500\n", OPEN_LIMITS));
+    let p = start(&cfg).await;
+    let mut player = login(p.addr, "alpha.test", 769).await;
+    echo_roundtrip(&mut player, b"before").await;
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect(p.addr).await.unwrap());
+    }
+    echo_roundtrip(&mut player, b"during").await;
+    assert!(metric(&p.proxy, "respawn_proxy_connections_open") >= 1000.0);
+    for mut s in idle {
+        let mut sink = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await.expect("idle connection not closed");
+        assert!(matches!(n, Ok(0) | Err(_)));
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    echo_roundtrip(&mut player, b"after").await;
+    assert_eq!(metric(&p.proxy, "respawn_proxy_connections_open"), 1.0);
+}
+
+#[tokio::test]
+async fn rate_and_connection_limits_close_and_count() {
+    let a = fake_backend("alpha").await;
+    let cfg = format!("[limits]\nper_ip_per_second = 1\nper_ip_burst = 3\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n", a.addr);
+    let p = start(&cfg).await;
+    for _ in 0..3 {
+        status(p.addr, "alpha.test", 47).await;
+    }
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut sink)).await.expect("over-limit connection not closed");
+    assert!(sink.is_empty());
+    assert_eq!(metric(&p.proxy, "respawn_proxy_rejects_total{reason=\"rate_limit_ip\"}"), 1.0);
+
+    let cfg = format!("[limits]\nmax_connections = 2\nper_ip_burst = 1000\nper_ip_per_second = 1000\nper_prefix_burst = 1000\nper_prefix_per_second = 1000\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n", a.addr);
+    let p = start(&cfg).await;
+    let mut one = login(p.addr, "alpha.test", 769).await;
+    let mut two = login(p.addr, "alpha.test", 769).await;
+    echo_roundtrip(&mut one, b"1").await;
+    echo_roundtrip(&mut two, b"2").await;
+    let mut three = TcpStream::connect(p.addr).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), three.read_to_end(&mut sink)).await.expect("third not closed");
+    assert_eq!(metric(&p.proxy, "respawn_proxy_rejects_total{reason=\"max_connections\"}"), 1.0);
+    echo_roundtrip(&mut one, b"still").await;
+}
+
+#[tokio::test]
+async fn proxy_protocol_in_and_out() {
+    let a = fake_backend("alpha").await;
+    let cfg = format!("{OPEN_LIMITS}[proxy_protocol]\ntrusted_cidrs = [\"127.0.0.0/8\"]\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\nproxy_protocol = true\n", a.addr);
+    let p = start(&cfg).await;
+    // A trusted load balancer names the player 203.0.113.7; the backend is told so.
+    let player: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    let mut out = proxy_protocol::encode_header(player, p.addr);
+    out.extend(hs("alpha.test", 769, NextState::Login));
+    out.extend(encode_login_start("Steve", Some(1), 769));
+    s.write_all(&out).await.unwrap();
+    echo_roundtrip(&mut s, b"x").await;
+    let seen = a.seen.lock().unwrap().last().unwrap().clone();
+    assert!(matches!(seen.proxy_header, Some(proxy_protocol::Inbound::Present { source: Some(src), .. }) if src == player), "{seen:?}");
+    let mut want = hs("alpha.test", 769, NextState::Login);
+    want.extend(encode_login_start("Steve", Some(1), 769));
+    assert_eq!(seen.raw, want);
+
+    // The same header from an address outside the trusted CIDRs is refused.
+    let cfg = format!("{OPEN_LIMITS}[proxy_protocol]\ntrusted_cidrs = [\"10.0.0.0/8\"]\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n", a.addr);
+    let p2 = start(&cfg).await;
+    let mut s = TcpStream::connect(p2.addr).await.unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut sink)).await.expect("untrusted header not refused");
+    assert!(sink.is_empty());
+    assert_eq!(metric(&p2.proxy, "respawn_proxy_rejects_total{reason=\"proxy_protocol_untrusted\"}"), 1.0);
+}
+
+#[tokio::test]
+async fn reload_changes_new_connections_only() {
+    let a = fake_backend("alpha").await;
+    let b = fake_backend("bravo").await;
+    let dir = std::env::temp_dir().join(format!("respawn-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("proxy.toml");
+    let route = |backend: SocketAddr| format!("{OPEN_LIMITS}[[routes]]\nname = \"main\"\nhostnames = [\"play.test\"]\nbackends = [\"{backend}\"]\n");
+    std::fs::write(&path, route(a.addr)).unwrap();
+    let p = start(&route(a.addr)).await;
+    let watcher = tokio::spawn(respawn_proxy::reload::watch(p.proxy.clone(), path.clone(), p.shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut old = login(p.addr, "play.test", 769).await;
+    echo_roundtrip(&mut old, b"on alpha").await;
+    assert_eq!(status(p.addr, "play.test", 1).await["description"]["text"], "alpha");
+
+    // A broken file is rejected and the running table stays.
+    std::fs::write(&path, "[[routes]]\nname = \"main\"\nhostnames = [\"play.test\"]\nbackends = [\"no-port\"]\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(metric(&p.proxy, "respawn_proxy_config_reloads_total{result=\"error\"}") >= 1.0);
+    assert_eq!(status(p.addr, "play.test", 2).await["description"]["text"], "alpha");
+
+    // A good file moves new connections; the open session keeps relaying.
+    std::fs::write(&path, route(b.addr)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut n = 3;
+    loop {
+        n += 1;
+        if status(p.addr, "play.test", n).await["description"]["text"] == "bravo" { break; }
+        assert!(Instant::now() < deadline, "reload not seen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    echo_roundtrip(&mut old, b"still on alpha").await;
+    assert_eq!(a.seen.lock().unwrap().iter().filter(|s| s.raw.len() > 0).count() >= 1, true);
+    watcher.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_then_closes() {
+    let a = fake_backend("alpha").await;
+    let cfg = two_routes(a.addr, a.addr, &OPEN_LIMITS.replace("shutdown_grace_ms = 500", "shutdown_grace_ms = 1000"));
+    let p = start(&cfg).await;
+    let mut c = login(p.addr, "alpha.test", 769).await;
+    echo_roundtrip(&mut c, b"hello").await;
+    let stopped_at = Instant::now();
+    p.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(TcpStream::connect(p.addr).await.is_err(), "still accepting after shutdown");
+    assert!(!p.proxy.is_ready());
+    echo_roundtrip(&mut c, b"during grace").await;
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut sink)).await.expect("not closed after grace").ok();
+    let took = stopped_at.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    let mut p = p;
+    let task = p.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(2), task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn admin_endpoint_serves_metrics_and_health() {
+    let a = fake_backend("alpha").await;
+    let p = start(&two_routes(a.addr, a.addr, OPEN_LIMITS)).await;
+    status(p.addr, "alpha.test", 769).await;
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    tokio::spawn(axum::serve(admin, respawn_proxy::admin::router(p.proxy.clone())).into_future());
+    let get = |path: &'static str| async move {
+        let mut s = TcpStream::connect(admin_addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let m = get("/metrics").await;
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(m.contains("respawn_proxy_connections_total{outcome=\"status\"} 1"), "{m}");
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+}
