@@ -7,6 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod demo;
+
 #[derive(Parser)]
 #[command(name = "respawn", version, about = "The edge of a Minecraft hosting platform")]
 struct Cli {
@@ -31,6 +33,14 @@ enum Command {
         #[arg(long, short, env = "RESPAWN_CONFIG", default_value = "examples/respawn.toml")]
         config: PathBuf,
     },
+    /// A tiny Minecraft server for trying Respawn without a server jar: it
+    /// answers the server list and greets players with a Disconnect message.
+    DemoServer {
+        #[arg(long, default_value = "127.0.0.1:25566")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "A Respawn demo server")]
+        motd: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -45,7 +55,9 @@ fn main() -> Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
         match cli.command {
-            Command::Proxy { config } | Command::Up { config } => respawn_proxy::run(config, shutdown).await,
+            Command::Proxy { config } => respawn_proxy::run(config, shutdown).await,
+            Command::Up { config } => respawn_proxy::run_with_local_runtime(config, shutdown).await,
+            Command::DemoServer { listen, motd } => demo::run(listen, motd, shutdown).await,
             Command::Controller => anyhow::bail!("the controller is not built yet"),
             Command::Api => anyhow::bail!("the API is not built yet"),
         }

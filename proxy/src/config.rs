@@ -7,6 +7,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use ipnet::IpNet;
+pub use respawn_controller::local::{RuntimeConfig, ServerConfig};
 use serde::Deserialize;
 
 /// Auto-version clients idle ~1 s before their handshake; 3 s leaves room
@@ -30,6 +31,9 @@ pub const DEFAULT_RELAY_BUFFER_BYTES: usize = 4_096;
 pub const DEFAULT_MAX_STATUS_BYTES: usize = 256 * 1024;
 pub const DEFAULT_STATUS_CACHE_TTL_MS: u64 = 2_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Mojang's client gives up on a silent login after ~30 s: hold below that.
+pub const DEFAULT_WAKE_HOLD_MS: u64 = 25_000;
+pub const MAX_WAKE_HOLD_MS: u64 = 29_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,6 +64,11 @@ pub struct Config {
     pub default_route: Option<String>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Servers the local runtime runs (embedded default); each is also a route.
+    #[serde(default)]
+    pub servers: Vec<ServerConfig>,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -92,6 +101,8 @@ pub struct Limits {
     pub relay_buffer_bytes: usize,
     pub max_status_bytes: usize,
     pub shutdown_grace_ms: u64,
+    /// How long a login waits for a sleeping server to come up.
+    pub wake_hold_ms: u64,
 }
 
 impl Default for Limits {
@@ -109,6 +120,7 @@ impl Default for Limits {
             relay_buffer_bytes: DEFAULT_RELAY_BUFFER_BYTES,
             max_status_bytes: DEFAULT_MAX_STATUS_BYTES,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            wake_hold_ms: DEFAULT_WAKE_HOLD_MS,
         }
     }
 }
@@ -129,6 +141,9 @@ impl Limits {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
+    pub fn wake_hold(&self) -> Duration {
+        Duration::from_millis(self.wake_hold_ms)
+    }
 }
 
 /// Texts the proxy shows when it answers for a server. `{host}` is replaced
@@ -144,6 +159,17 @@ pub struct StatusTexts {
     pub unreachable_disconnect: String,
     /// Version name shown in answers the proxy makes up.
     pub version_name: String,
+    /// Status of a sleeping server (the last real status, this MOTD).
+    pub sleeping_motd: String,
+    pub starting_motd: String,
+    /// Login refused by a server's wake allow-list.
+    pub not_allowed_disconnect: String,
+    /// Past the hold: `{seconds}` is the remaining start estimate.
+    pub starting_disconnect: String,
+    /// The start failed: `{reason}` says why.
+    pub wake_failed_disconnect: String,
+    /// Where the status cache is kept across restarts (none: memory only).
+    pub cache_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StatusTexts {
@@ -156,6 +182,12 @@ impl Default for StatusTexts {
             unreachable_motd: "§cServer unreachable".into(),
             unreachable_disconnect: "The server {host} is not reachable right now. Try again in a moment.".into(),
             version_name: "Respawn".into(),
+            sleeping_motd: "§7Sleeping §8— §ajoin to wake it up".into(),
+            starting_motd: "§eStarting… §7join in a moment".into(),
+            not_allowed_disconnect: "{route} is asleep and you are not on the list of players who may wake it.".into(),
+            starting_disconnect: "{route} is starting. Join again in ~{seconds} s.".into(),
+            wake_failed_disconnect: "{route} failed to start: {reason}. Try again in a moment.".into(),
+            cache_file: None,
         }
     }
 }
@@ -227,6 +259,9 @@ impl Config {
         if !(512..=1 << 20).contains(&l.relay_buffer_bytes) {
             return Err(invalid("limits.relay_buffer_bytes", "must be between 512 and 1048576"));
         }
+        if !(1..=MAX_WAKE_HOLD_MS).contains(&l.wake_hold_ms) {
+            return Err(invalid("limits.wake_hold_ms", format!("must be between 1 and {MAX_WAKE_HOLD_MS} (clients give up at ~30 s)")));
+        }
         if !(1024..=crate::protocol::frame::MAX_FRAME_LEN).contains(&l.max_status_bytes) {
             return Err(invalid("limits.max_status_bytes", "must be between 1024 and 2097151"));
         }
@@ -259,6 +294,23 @@ impl Config {
                 serde_json::from_str::<serde_json::Value>(json)
                     .map_err(|e| invalid(at("fallback_status"), format!("is not JSON: {e}")))?;
             }
+        }
+        for (i, server) in self.servers.iter().enumerate() {
+            let at = |f: &str| format!("servers[{i}].{f}");
+            if server.name.is_empty() || server.name.len() > 63 {
+                return Err(invalid(at("name"), "must be 1 to 63 characters"));
+            }
+            if !names.insert(server.name.as_str()) {
+                return Err(invalid(at("name"), format!("`{}` is already a route or server", server.name)));
+            }
+            for (j, host) in server.hostnames.iter().enumerate() {
+                let key = validate_hostname_pattern(host).map_err(|m| invalid(at(&format!("hostnames[{j}]")), m))?;
+                if let Some(other) = hosts.insert(key, server.name.clone()) {
+                    return Err(invalid(at(&format!("hostnames[{j}]")), format!("`{host}` is already routed to `{other}`")));
+                }
+            }
+            validate_backend(&server.address).map_err(|m| invalid(at("address"), m))?;
+            server.validate().map_err(|(f, m)| invalid(at(f), m))?;
         }
         if let Some(default) = &self.default_route {
             if !names.contains(default.as_str()) {

@@ -20,12 +20,14 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
+use respawn_controller::{Lifecycle, Phase};
+
 use crate::{
     protocol::{
         self, Decoded, ProtocolError,
         handshake::{Handshake, NextState, encode_handshake},
         legacy::{LegacyStatus, decode_legacy, encode_legacy_response},
-        login::{decode_login_start, encode_login_disconnect},
+        login::{LoginStart, decode_login_start, encode_login_disconnect},
         status::{StatusC2s, decode_status_c2s, decode_status_response, encode_pong, encode_status_request, encode_status_response},
     },
     proxy_protocol::{self, Inbound},
@@ -56,6 +58,8 @@ pub enum Outcome {
     ClosedEarly,
     ProxyProtocolUntrusted,
     IoError,
+    /// A login held for a wake was turned away (starting too long, failed, not allowed).
+    WakeRefused,
 }
 
 impl Outcome {
@@ -71,6 +75,7 @@ impl Outcome {
             Outcome::ClosedEarly => "closed_early",
             Outcome::ProxyProtocolUntrusted => "proxy_protocol_untrusted",
             Outcome::IoError => "io_error",
+            Outcome::WakeRefused => "wake_refused",
         }
     }
 }
@@ -230,7 +235,26 @@ async fn serve(
                 return Ok(Outcome::UnknownHost);
             };
             debug!(player = %login.name, uuid = ?login.uuid, prelude = hs_len + ls_len, "login start");
-            let Some(mut backend) = connect_backend(shared, state, &route, limits.backend_connect_timeout()).await else {
+            if let Some(lc) = &shared.lifecycle {
+                match hold_for_wake(shared, state, &**lc, &route, &login, client, &mut buf, started).await? {
+                    HoldResult::Up => {}
+                    HoldResult::Woke => {
+                        // Keep the real status for when it sleeps again: one
+                        // status round trip before the player goes in.
+                        let mut request = encode_handshake(&Handshake { next_state: NextState::Status, ..hs.clone() });
+                        request.extend(encode_status_request());
+                        if let Some(json) = fetch_status(shared, state, &route, &request, client_addr, local).await {
+                            shared.cache.put(&route.name, hs.protocol, json.into());
+                        }
+                    }
+                    HoldResult::Refused(text) => {
+                        let msg = fill_in(&text, &host, Some(&route));
+                        write_and_close(client, &encode_login_disconnect(&msg), Instant::now() + limits.first_packet_timeout()).await?;
+                        return Ok(Outcome::WakeRefused);
+                    }
+                }
+            }
+            let Some((mut backend, backend_addr)) = connect_backend(shared, state, &route, limits.backend_connect_timeout()).await else {
                 let msg = fill_in(&state.config.status.unreachable_disconnect, &host, Some(&route));
                 write_and_close(client, &encode_login_disconnect(&msg), Instant::now() + limits.first_packet_timeout()).await?;
                 return Ok(Outcome::BackendUnreachable);
@@ -244,7 +268,13 @@ async fn serve(
             let online = shared.metrics.players_online.with_label_values(&[&*route.name]);
             online.inc();
             info!(player = %login.name, "player relayed");
+            if let Some(lc) = &shared.lifecycle {
+                lc.session_opened(&route.name, &backend_addr);
+            }
             let result = relay(shared, client, &mut backend, limits.relay_buffer_bytes).await;
+            if let Some(lc) = &shared.lifecycle {
+                lc.session_closed(&route.name, &backend_addr);
+            }
             online.dec();
             info!(player = %login.name, "player left");
             result?;
@@ -275,8 +305,84 @@ async fn relay(shared: &Shared, client: &mut TcpStream, backend: &mut TcpStream,
     }
 }
 
+enum HoldResult {
+    /// Running already (or not managed): connect.
+    Up,
+    /// Was asleep and is up now: connect.
+    Woke,
+    /// Refuse with this Disconnect text.
+    Refused(String),
+}
+
+/// Holds a login while its sleeping server wakes.
+#[allow(clippy::too_many_arguments)]
+async fn hold_for_wake(
+    shared: &Shared,
+    state: &State,
+    lc: &dyn Lifecycle,
+    route: &Route,
+    login: &LoginStart,
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    login_at: Instant,
+) -> Result<HoldResult, ConnError> {
+    let Some(mut rx) = lc.watch(&route.name) else { return Ok(HoldResult::Up) };
+    if *rx.borrow_and_update() == Phase::Running {
+        return Ok(HoldResult::Up);
+    }
+    let texts = &state.config.status;
+    let holds = |result: &str| shared.metrics.holds.with_label_values(&[result]).inc();
+    if !lc.may_wake(&route.name, &login.name, login.uuid) {
+        holds("not_allowed");
+        return Ok(HoldResult::Refused(texts.not_allowed_disconnect.clone()));
+    }
+    let woke = Instant::now();
+    lc.wake(&route.name, &login.name);
+    shared.metrics.wake_signal_seconds.observe(woke.duration_since(login_at).as_secs_f64());
+    shared.metrics.wakes.with_label_values(&[&*route.name]).inc();
+    info!(player = %login.name, "holding the player while the server wakes");
+    let deadline = woke + state.config.limits.wake_hold();
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    holds("kicked_failed");
+                    return Ok(HoldResult::Refused(texts.wake_failed_disconnect.replace("{reason}", "the runtime stopped")));
+                }
+                let phase = rx.borrow_and_update().clone();
+                match phase {
+                    Phase::Running => {
+                        holds("joined");
+                        shared.metrics.wake_seconds.observe(woke.elapsed().as_secs_f64());
+                        info!(waited_ms = woke.elapsed().as_millis() as u64, "server up: letting the player in");
+                        return Ok(HoldResult::Woke);
+                    }
+                    Phase::Failed(reason) => {
+                        holds("kicked_failed");
+                        return Ok(HoldResult::Refused(texts.wake_failed_disconnect.replace("{reason}", &reason)));
+                    }
+                    _ => {}
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                holds("kicked_starting");
+                let estimate = lc.start_estimate(&route.name);
+                let left = estimate.saturating_sub(woke.elapsed()).max(Duration::from_secs(5));
+                return Ok(HoldResult::Refused(texts.starting_disconnect.replace("{seconds}", &left.as_secs().to_string())));
+            }
+            // Notice a player who gives up; keep anything they send for the backend.
+            more = fill(client, buf, deadline + Duration::from_secs(1)) => {
+                if let Err(e) = more {
+                    holds("left");
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// Opens a connection to one of the route's backends, trying each in turn.
-async fn connect_backend(shared: &Shared, state: &State, route: &Route, per_try: Duration) -> Option<TcpStream> {
+async fn connect_backend(shared: &Shared, state: &State, route: &Route, per_try: Duration) -> Option<(TcpStream, String)> {
     let _ = state;
     for addr in route.backend_order() {
         let started = Instant::now();
@@ -287,7 +393,7 @@ async fn connect_backend(shared: &Shared, state: &State, route: &Route, per_try:
                     .backend_connect_seconds
                     .with_label_values(&[&*route.name])
                     .observe(started.elapsed().as_secs_f64());
-                return Some(stream);
+                return Some((stream, addr.to_owned()));
             }
             Ok(Err(e)) => warn!(backend = addr, error = %e, "backend connect failed"),
             Err(_) => warn!(backend = addr, "backend connect timed out"),
@@ -309,7 +415,7 @@ async fn fetch_status(
 ) -> Option<String> {
     let limits = &state.config.limits;
     let fetch = async {
-        let mut backend = connect_backend(shared, state, route, limits.backend_connect_timeout()).await?;
+        let (mut backend, _) = connect_backend(shared, state, route, limits.backend_connect_timeout()).await?;
         if route.proxy_protocol {
             backend.write_all(&proxy_protocol::encode_header(client_addr, local)).await.ok()?;
         }
@@ -357,6 +463,21 @@ async fn status_json(
         count("unknown");
         return status_cache::synthesize(&texts.version_name, protocol, &fill_in(&texts.unknown_motd, host, None), 0);
     };
+    // A managed server that is not up: answer for it, never wake it.
+    if let Some(phase) = shared.phase(&route.name) {
+        if phase != Phase::Running {
+            count("sleeping");
+            let motd = match phase {
+                Phase::Sleeping | Phase::Stopping => &texts.sleeping_motd,
+                Phase::Starting | Phase::Failed(_) | Phase::Running => &texts.starting_motd,
+            };
+            let motd = fill_in(motd, host, Some(route));
+            return match shared.cache.last_known(&route.name, protocol) {
+                Some(json) => status_cache::with_motd(&json, &motd),
+                None => status_cache::synthesize(&texts.version_name, protocol, &motd, 0),
+            };
+        }
+    }
     if let Some(json) = shared.cache.fresh(&route.name, protocol, texts.cache_ttl()) {
         count("hit");
         return json.to_string();

@@ -26,7 +26,40 @@ use tokio_util::sync::CancellationToken;
 /// the file for changes, and serves until `shutdown` fires.
 pub async fn run(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Config::load(&config_path)?;
-    let proxy = Proxy::new(config.clone())?;
+    serve(config_path, config, Proxy::new, shutdown).await
+}
+
+/// Runs the proxy with the local runtime (the embedded default): the
+/// `[[servers]]` of the config sleep and wake as local processes.
+pub async fn run_with_local_runtime(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Config::load(&config_path)?;
+    let runtime = std::sync::Arc::new(respawn_controller::local::LocalRuntime::new(&config.servers, config.runtime.clone()));
+    let runtime_task = tokio::spawn(runtime.clone().run(shutdown.clone()));
+    let lifecycle: std::sync::Arc<dyn respawn_controller::Lifecycle> = runtime.clone();
+    let registry = runtime.registry.clone();
+    let result = serve(
+        config_path,
+        config,
+        move |c| {
+            let p = Proxy::with_lifecycle(c, lifecycle)?;
+            p.metrics().add_registry(registry);
+            Ok(p)
+        },
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    let _ = runtime_task.await;
+    result
+}
+
+async fn serve(
+    config_path: PathBuf,
+    config: Config,
+    make: impl FnOnce(Config) -> Result<Proxy, config::ConfigError>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let proxy = make(config.clone())?;
     let listener = TcpListener::bind(config.listen.address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (listen.address): {e}", config.listen.address))?;

@@ -21,6 +21,13 @@ pub struct Metrics {
     pub first_packet_seconds: Histogram,
     pub routes: IntGauge,
     pub accept_errors: IntCounter,
+    pub wakes: IntCounterVec,
+    pub holds: IntCounterVec,
+    /// Login Start decoded → wake asked of the runtime.
+    pub wake_signal_seconds: Histogram,
+    /// Wake asked → server running (for held players).
+    pub wake_seconds: Histogram,
+    extra: std::sync::Mutex<Vec<Registry>>,
 }
 
 impl Metrics {
@@ -78,7 +85,33 @@ impl Metrics {
         let routes = gauge("respawn_proxy_routes", "Hostname patterns in the route table");
         let accept_errors = IntCounter::new("respawn_proxy_accept_errors_total", "Errors from accept()").expect("metric");
         registry.register(Box::new(accept_errors.clone())).expect("register");
+        let wakes = counter_vec("respawn_proxy_wakes_total", "Wake requests sent for sleeping servers, per route", &["route"]);
+        let holds = counter_vec(
+            "respawn_proxy_holds_total",
+            "Logins held during a wake, by result (joined, kicked_starting, kicked_failed, not_allowed, left)",
+            &["result"],
+        );
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("metric");
+            registry.register(Box::new(h.clone())).expect("register");
+            h
+        };
+        let wake_signal_seconds = histogram(
+            "respawn_proxy_wake_signal_seconds",
+            "From Login Start to the wake request",
+            vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.1],
+        );
+        let wake_seconds = histogram(
+            "respawn_proxy_wake_seconds",
+            "From the wake request to the server answering (held logins)",
+            vec![0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 60.0],
+        );
         Self {
+            extra: std::sync::Mutex::default(),
+            wakes,
+            holds,
+            wake_signal_seconds,
+            wake_seconds,
             registry,
             connections,
             connections_open,
@@ -95,10 +128,19 @@ impl Metrics {
         }
     }
 
+    /// Registries of other components served on the same endpoint.
+    pub fn add_registry(&self, registry: Registry) {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner()).push(registry);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        for r in self.extra.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            families.extend(r.gather());
+        }
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encode metrics");
+        TextEncoder::new().encode(&families, &mut out).expect("encode metrics");
         String::from_utf8(out).expect("metrics are UTF-8")
     }
 }

@@ -26,6 +26,19 @@ pub struct Route {
 }
 
 impl Route {
+    /// A route to a server the local runtime runs.
+    pub fn from_server(s: &crate::config::ServerConfig) -> Self {
+        Self {
+            name: s.name.as_str().into(),
+            backends: vec![s.address.clone()],
+            proxy_protocol: s.proxy_protocol,
+            fallback_status: None,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Route {
     pub fn from_config(c: &RouteConfig) -> Self {
         Self {
             name: c.name.as_str().into(),
@@ -67,16 +80,18 @@ impl RouteTable {
     /// Builds the table from a validated config.
     pub fn from_config(config: &Config) -> Self {
         let mut table = RouteTable::default();
-        for rc in &config.routes {
-            let route = Arc::new(Route::from_config(rc));
-            for pattern in &rc.hostnames {
+        let routes = config.routes.iter().map(|rc| (Route::from_config(rc), &rc.hostnames));
+        let servers = config.servers.iter().map(|s| (Route::from_server(s), &s.hostnames));
+        for (route, hostnames) in routes.chain(servers) {
+            let route = Arc::new(route);
+            for pattern in hostnames {
                 let key = pattern.trim_end_matches('.').to_ascii_lowercase();
                 match key.strip_prefix("*.") {
                     Some(suffix) => table.wildcard.insert(suffix.into(), route.clone()),
                     None => table.exact.insert(key.into(), route.clone()),
                 };
             }
-            if config.default_route.as_deref() == Some(rc.name.as_str()) {
+            if config.default_route.as_deref() == Some(&*route.name) {
                 table.default = Some(route);
             }
         }

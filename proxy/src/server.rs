@@ -16,6 +16,8 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, error, info, info_span, warn};
 
+use respawn_controller::{Lifecycle, Phase};
+
 use crate::{
     config::{Config, ConfigError},
     conn,
@@ -40,6 +42,16 @@ pub struct Shared {
     /// Fired after the shutdown grace period: relays still open are closed.
     pub hard_stop: CancellationToken,
     pub ready: AtomicBool,
+    /// Runs managed servers (wakes, sessions, phases); None: every route is
+    /// treated as always up.
+    pub lifecycle: Option<Arc<dyn Lifecycle>>,
+}
+
+impl Shared {
+    /// The phase of a managed route, None when nothing manages it.
+    pub fn phase(&self, route: &str) -> Option<Phase> {
+        self.lifecycle.as_ref()?.watch(route).map(|rx| rx.borrow().clone())
+    }
 }
 
 /// A running proxy's handle: reload it, read its metrics, serve a listener.
@@ -51,7 +63,20 @@ pub struct Proxy {
 impl Proxy {
     /// Validates `config` and prepares the proxy; nothing is bound yet.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Self::build(config, None)
+    }
+
+    /// A proxy whose managed routes sleep and wake through `lifecycle`.
+    pub fn with_lifecycle(config: Config, lifecycle: Arc<dyn Lifecycle>) -> Result<Self, ConfigError> {
+        Self::build(config, Some(lifecycle))
+    }
+
+    fn build(config: Config, lifecycle: Option<Arc<dyn Lifecycle>>) -> Result<Self, ConfigError> {
         config.validate()?;
+        let cache = match &config.status.cache_file {
+            Some(path) => StatusCache::load(path),
+            None => StatusCache::new(),
+        };
         let routes = RouteTable::from_config(&config);
         let metrics = Metrics::new();
         metrics.routes.set(routes.len() as i64);
@@ -60,9 +85,10 @@ impl Proxy {
             slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             state: ArcSwap::from_pointee(State { config, routes }),
             metrics,
-            cache: StatusCache::new(),
+            cache,
             hard_stop: CancellationToken::new(),
             ready: AtomicBool::new(false),
+            lifecycle,
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -80,7 +106,8 @@ impl Proxy {
         }
         let routes = RouteTable::from_config(&config);
         self.shared.metrics.routes.set(routes.len() as i64);
-        let names: std::collections::HashSet<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+        let names: std::collections::HashSet<String> =
+            config.routes.iter().map(|r| r.name.clone()).chain(config.servers.iter().map(|s| s.name.clone())).collect();
         self.shared.cache.retain_routes(|r| names.contains(r));
         self.shared.state.store(Arc::new(State { config, routes }));
         self.shared.metrics.config_reloads.with_label_values(&["ok"]).inc();
@@ -109,12 +136,13 @@ impl Proxy {
         let grace = shared.state.load().config.limits.shutdown_grace();
         shared.ready.store(true, Ordering::Relaxed);
         info!(%local, "proxy listening");
-        let mut idle_sweep = tokio::time::interval(Duration::from_secs(30));
+        let mut idle_sweep = tokio::time::interval(Duration::from_secs(5));
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = idle_sweep.tick() => {
                     shared.rate.forget_idle();
+                    self.save_cache();
                     continue;
                 }
                 accepted = listener.accept() => match accepted {
@@ -177,8 +205,18 @@ impl Proxy {
             shared.hard_stop.cancel();
             tracker.wait().await;
         }
+        self.save_cache();
         info!("proxy stopped");
         Ok(())
+    }
+
+    /// Persists the status cache when a file is configured and it changed.
+    fn save_cache(&self) {
+        if let Some(path) = &self.shared.state.load().config.status.cache_file {
+            if let Err(e) = self.shared.cache.save(path) {
+                warn!(error = %e, path = %path.display(), "cannot save the status cache");
+            }
+        }
     }
 }
 

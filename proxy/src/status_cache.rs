@@ -19,13 +19,18 @@ pub const MAX_PROTOCOLS_PER_ROUTE: usize = 16;
 struct Entry {
     protocol: i32,
     json: Arc<str>,
-    at: Instant,
+    /// None: loaded from disk, never fresh.
+    at: Option<Instant>,
 }
 
 #[derive(Default)]
 pub struct StatusCache {
     routes: Mutex<HashMap<Arc<str>, Vec<Entry>>>,
+    dirty: std::sync::atomic::AtomicBool,
 }
+
+/// On-disk form: route → [(protocol, status JSON)].
+type Persisted = HashMap<String, Vec<(i32, String)>>;
 
 impl StatusCache {
     pub fn new() -> Self {
@@ -41,7 +46,7 @@ impl StatusCache {
     pub fn fresh(&self, route: &str, protocol: i32, ttl: Duration) -> Option<Arc<str>> {
         let map = self.lock();
         let e = map.get(route)?.iter().find(|e| e.protocol == protocol)?;
-        (e.at.elapsed() < ttl).then(|| e.json.clone())
+        (e.at?.elapsed() < ttl).then(|| e.json.clone())
     }
 
     /// Any cached answer for the route, however old: this protocol's first,
@@ -59,18 +64,63 @@ impl StatusCache {
     pub fn put(&self, route: &Arc<str>, protocol: i32, json: Arc<str>) {
         let mut map = self.lock();
         let entries = map.entry(route.clone()).or_default();
-        let now = Instant::now();
+        let now = Some(Instant::now());
         if let Some(e) = entries.iter_mut().find(|e| e.protocol == protocol) {
+            if e.json != json {
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             e.json = json;
             e.at = now;
             return;
         }
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         if entries.len() >= MAX_PROTOCOLS_PER_ROUTE {
             if let Some(oldest) = entries.iter().enumerate().min_by_key(|(_, e)| e.at).map(|(i, _)| i) {
                 entries.swap_remove(oldest);
             }
         }
         entries.push(Entry { protocol, json, at: now });
+    }
+
+    /// Loads a cache saved by [`StatusCache::save`]; its entries are stale
+    /// until refreshed. A missing or unreadable file gives an empty cache.
+    pub fn load(path: &std::path::Path) -> Self {
+        let cache = Self::new();
+        let Ok(text) = std::fs::read_to_string(path) else { return cache };
+        let Ok(saved) = serde_json::from_str::<Persisted>(&text) else {
+            tracing::warn!(path = %path.display(), "status cache file is unreadable; starting empty");
+            return cache;
+        };
+        let mut map = cache.lock();
+        for (route, entries) in saved {
+            let entries = entries
+                .into_iter()
+                .take(MAX_PROTOCOLS_PER_ROUTE)
+                .map(|(protocol, json)| Entry { protocol, json: json.into(), at: None })
+                .collect();
+            map.insert(route.into(), entries);
+        }
+        drop(map);
+        cache
+    }
+
+    /// Writes the cache if it changed since the last save (atomically: a
+    /// temporary file renamed over the old one).
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let saved: Persisted = self
+            .lock()
+            .iter()
+            .map(|(r, es)| (r.to_string(), es.iter().map(|e| (e.protocol, e.json.to_string())).collect()))
+            .collect();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, path)
     }
 
     /// Drops routes that no longer exist after a reload.
@@ -151,6 +201,18 @@ mod tests {
         assert_eq!(c.lock().get("survival").unwrap().len(), MAX_PROTOCOLS_PER_ROUTE);
         c.retain_routes(|_| false);
         assert!(c.last_known("survival", 1).is_none());
+    }
+
+    #[test]
+    fn persists_as_stale() {
+        let path = std::env::temp_dir().join(format!("respawn-cache-{}.json", std::process::id()));
+        let c = StatusCache::new();
+        c.put(&"s".into(), 765, "{\"x\":1}".into());
+        c.save(&path).unwrap();
+        let back = StatusCache::load(&path);
+        assert_eq!(back.last_known("s", 765).as_deref(), Some("{\"x\":1}"));
+        assert!(back.fresh("s", 765, Duration::from_secs(3600)).is_none(), "loaded entries are stale");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
