@@ -227,7 +227,8 @@ async fn serve(
         NextState::Login | NextState::Transfer => {
             let (login, ls_len) =
                 read_until(client, &mut buf, hs_len, deadline, |b| decode_login_start(b, hs.protocol)).await?;
-            shared.metrics.first_packet_seconds.observe(started.elapsed().as_secs_f64());
+            let login_at = Instant::now();
+            shared.metrics.first_packet_seconds.observe(login_at.duration_since(started).as_secs_f64());
             let Some(route) = route else {
                 info!(player = %login.name, "login for an unknown host");
                 let msg = fill_in(&state.config.status.unknown_disconnect, &host, None);
@@ -236,7 +237,7 @@ async fn serve(
             };
             debug!(player = %login.name, uuid = ?login.uuid, prelude = hs_len + ls_len, "login start");
             if let Some(lc) = &shared.lifecycle {
-                match hold_for_wake(shared, state, &**lc, &route, &login, client, &mut buf, started).await? {
+                match hold_for_wake(shared, state, &**lc, &route, &login, client, &mut buf, login_at).await? {
                     HoldResult::Up => {}
                     HoldResult::Woke => {
                         // Keep the real status for when it sleeps again: one

@@ -1,0 +1,255 @@
+//! End-to-end sleep and wake on the embedded default: the local runtime runs
+//! real servers (flying-squid, minecraft-protocol) as processes, the proxy
+//! holds players through wakes, and real clients (mineflayer,
+//! minecraft-protocol) connect by hostname.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use respawn_controller::{Phase, local::LocalRuntime};
+use respawn_proxy::{Config, Proxy};
+use serde_json::Value;
+use tokio::{net::TcpListener, process::Command};
+use tokio_util::sync::CancellationToken;
+
+fn peers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+async fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port()
+}
+
+async fn run_peer(program: &str, script: &str, args: &[&str]) -> Value {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(program).arg(peers_dir().join(script)).args(args).stdin(Stdio::null()).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("peer ran too long")
+    .expect("peer starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
+        panic!("{script} {args:?} printed no JSON; stderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    serde_json::from_str(line).unwrap()
+}
+
+struct Stack {
+    addr: SocketAddr,
+    proxy: Proxy,
+    runtime: Arc<LocalRuntime>,
+    shutdown: CancellationToken,
+    data: PathBuf,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Stack {
+    fn metrics(&self) -> String {
+        self.proxy.metrics().render()
+    }
+
+    fn metric(&self, needle: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    async fn wait_phase(&self, server: &str, want: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let phase = self.runtime.phase(server).unwrap();
+            if phase.as_str() == want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{server} still {phase:?}, wanted {want}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+}
+
+async fn start_stack(name: &str, servers_toml: &str, extra: &str) -> Stack {
+    let data = std::env::temp_dir().join(format!("respawn-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let toml = format!(
+        "[limits]\nper_ip_per_second = 100000\nper_ip_burst = 100000\nper_prefix_per_second = 100000\nper_prefix_burst = 100000\n{extra}\n\
+         [status]\ncache_file = \"{}\"\n[runtime]\ndata_dir = \"{}\"\n{servers_toml}",
+        data.join("status-cache.json").display(),
+        data.display()
+    );
+    let config = Config::parse(&toml).unwrap();
+    let runtime = Arc::new(LocalRuntime::new(&config.servers, config.runtime.clone()));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(runtime.clone().run(shutdown.clone()));
+    let proxy = Proxy::with_lifecycle(config, runtime.clone()).unwrap();
+    proxy.metrics().add_registry(runtime.registry.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (p, sd) = (proxy.clone(), shutdown.clone());
+    tokio::spawn(async move { p.serve(listener, sd).await.unwrap() });
+    Stack { addr, proxy, runtime, shutdown, data }
+}
+
+fn server_toml(name: &str, host: &str, port: u16, command: &str, args: &[String], extra: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[[servers]]\nname = \"{name}\"\nhostnames = [\"{host}\"]\naddress = \"127.0.0.1:{port}\"\ncommand = \"{command}\"\nargs = [{}]\nstop_timeout_ms = 5000\n{extra}\n",
+        args.join(", ")
+    )
+}
+
+/// The full story on flying-squid: sleeping status never wakes; a bot is held
+/// through the wake, spawns, chats and leaves without reconnecting; the idle
+/// server is stopped; its status shows the cached real version while asleep;
+/// the next login wakes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flying_squid_sleeps_and_wakes_for_a_bot() {
+    let port = free_port().await;
+    let squid = peers_dir().join("squid.js").display().to_string();
+    let servers = server_toml(
+        "squid",
+        "squid.acme.test",
+        port,
+        "node",
+        &[squid, "--port".into(), port.to_string(), "--motd".into(), "Squid world".into()],
+        "idle_timeout_ms = 3000\nmin_online_ms = 1000",
+    );
+    let stack = start_stack("squid", &servers, "").await;
+    let p = stack.port();
+
+    // Asleep: a status ping is answered by the proxy and wakes nothing.
+    let st = run_peer("node", "client.js", &["status", "--connect-port", &p, "--host", "squid.acme.test", "--version", "1.21.4"]).await;
+    assert!(st["motd"].as_str().unwrap().contains("Sleeping"), "{st}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stack.runtime.phase("squid"), Some(Phase::Sleeping));
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "no process while asleep");
+
+    // Two bots log in together: both held through one wake, then they spawn and chat.
+    let first = ["--connect-port", &p, "--host", "squid.acme.test", "--username", "Sleepy", "--chat", "good morning", "--version", "1.21.4"];
+    let second = ["--connect-port", &p, "--host", "squid.acme.test", "--username", "Dozy", "--chat", "me too", "--version", "1.21.4"];
+    let (bot, other) = tokio::join!(run_peer("node", "bot.js", &first), run_peer("node", "bot.js", &second));
+    for b in [&bot, &other] {
+        assert_eq!(b["ok"], true, "{b}");
+        assert_eq!(b["spawned"], true, "{b}");
+        assert_eq!(b["chatEchoed"], true, "{b}");
+    }
+    assert_eq!(stack.metric("respawn_runtime_starts_total{server=\"squid\"}"), 1.0, "one wake shared");
+    assert_eq!(stack.metric("respawn_proxy_holds_total{result=\"joined\"}"), 2.0);
+    assert_eq!(stack.metric("respawn_proxy_wake_signal_seconds_count"), 2.0);
+    // Login Start → wake signal well under 5 ms.
+    assert_eq!(stack.metric("respawn_proxy_wake_signal_seconds_bucket{le=\"0.005\"}"), 2.0, "{}", stack.metrics());
+
+    // Running: live status.
+    let st = run_peer("node", "client.js", &["status", "--connect-port", &p, "--host", "squid.acme.test", "--version", "1.21.4"]).await;
+    assert_eq!(st["motd"], "Squid world", "{st}");
+    let real_version = st["version"].clone();
+
+    // Idle: stopped after the (short) idle timeout.
+    stack.wait_phase("squid", "sleeping", Duration::from_secs(30)).await;
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "process stopped");
+    assert_eq!(stack.metric("respawn_runtime_hibernations_total{server=\"squid\"}"), 1.0);
+
+    // Asleep again: the cached real version with the sleeping MOTD; no wake.
+    let st = run_peer("node", "client.js", &["status", "--connect-port", &p, "--host", "squid.acme.test", "--version", "1.21.4"]).await;
+    assert!(st["motd"].as_str().unwrap().contains("Sleeping"), "{st}");
+    assert_eq!(st["version"], real_version, "{st}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stack.runtime.phase("squid"), Some(Phase::Sleeping));
+    // The cache is on disk for the next proxy start.
+    let saved = std::fs::read_to_string(stack.data.join("status-cache.json")).unwrap_or_default();
+    assert!(saved.contains("Squid world"), "{saved}");
+
+    // The next login wakes it again.
+    let bot = run_peer(
+        "node",
+        "bot.js",
+        &["--connect-port", &p, "--host", "squid.acme.test", "--username", "Again", "--chat", "back again", "--version", "1.21.4"],
+    )
+    .await;
+    assert_eq!(bot["ok"], true, "{bot}");
+    assert_eq!(bot["chatEchoed"], true, "{bot}");
+    assert_eq!(stack.metric("respawn_runtime_starts_total{server=\"squid\"}"), 2.0);
+    assert_eq!(stack.metric("respawn_proxy_holds_total{result=\"joined\"}"), 3.0);
+}
+
+/// A start longer than the hold: the player gets "starting, join again in N s",
+/// the server keeps starting, and the next join goes straight in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_start_kicks_with_an_estimate_then_lets_the_next_join_in() {
+    let port = free_port().await;
+    let backend = peers_dir().join("backend.js").display().to_string();
+    let script = format!("sleep 4; exec node {backend} --port {port} --motd slowpoke --quiet");
+    let servers = server_toml("slow", "slow.acme.test", port, "sh", &["-c".into(), script], "idle_timeout_ms = 60000");
+    let stack = start_stack("slow", &servers, "wake_hold_ms = 1500").await;
+    let p = stack.port();
+    let first = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "slow.acme.test", "--version", "1.20.4"]).await;
+    let reason = first["disconnectReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("slow is starting. Join again in ~"), "{first}");
+    assert_eq!(stack.metric("respawn_proxy_holds_total{result=\"kicked_starting\"}"), 1.0);
+    // Still starting (not cancelled by the kick), then up.
+    assert_eq!(stack.runtime.phase("slow"), Some(Phase::Starting));
+    stack.wait_phase("slow", "running", Duration::from_secs(20)).await;
+    let second = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "slow.acme.test", "--version", "1.20.4"]).await;
+    assert_eq!(second["disconnectReason"], "welcome to slowpoke as Steve", "{second}");
+    assert_eq!(stack.metric("respawn_proxy_holds_total{result=\"joined\"}"), 0.0, "went straight in");
+    assert_eq!(stack.metric("respawn_runtime_starts_total{server=\"slow\"}"), 1.0);
+}
+
+/// A server that fails: held players get a Disconnect that says why; a
+/// crash mid-session is restarted with backoff and counted; the allow-list
+/// keeps strangers from waking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_are_reported_restarted_and_counted() {
+    let broken_port = free_port().await;
+    let crashy_port = free_port().await;
+    let backend = peers_dir().join("backend.js").display().to_string();
+    // Comes up, serves for 6 s, then dies hard.
+    let crashy = format!("node {backend} --port {crashy_port} --motd crashy --quiet & pid=$!; sleep 6; kill -9 $pid; exit 1");
+    let servers = format!(
+        "{}{}",
+        server_toml("broken", "broken.acme.test", broken_port, "sh", &["-c".into(), "echo boom >&2; exit 3".into()], "allow_wake = [\"Steve\"]"),
+        server_toml("crashy", "crashy.acme.test", crashy_port, "sh", &["-c".into(), crashy], "idle_timeout_ms = 60000"),
+    );
+    let stack = start_stack("crash", &servers, "").await;
+    let p = stack.port();
+
+    let denied = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "broken.acme.test", "--version", "1.21.4", "--username", "Stranger"]).await;
+    assert!(denied["disconnectReason"].as_str().unwrap_or_default().contains("not on the list"), "{denied}");
+    assert_eq!(stack.runtime.phase("broken"), Some(Phase::Sleeping), "a stranger does not wake it");
+
+    let failed = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "broken.acme.test", "--version", "1.21.4"]).await;
+    let reason = failed["disconnectReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("broken failed to start") && reason.contains("exit status: 3"), "{failed}");
+    assert_eq!(stack.metric("respawn_proxy_holds_total{result=\"kicked_failed\"}"), 1.0);
+    let log = std::fs::read_to_string(stack.runtime.log_path("broken").unwrap()).unwrap();
+    assert!(log.contains("boom"), "server output is captured: {log:?}");
+
+    // crashy: woken by a login, then it crashes; the runtime restarts it.
+    let ok = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "crashy.acme.test", "--version", "1.21.4"]).await;
+    assert_eq!(ok["disconnectReason"], "welcome to crashy as Steve", "{ok}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.metric("respawn_runtime_starts_total{server=\"crashy\"}") < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "not restarted: {}", stack.metrics());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(stack.metric("respawn_runtime_crashes_total{server=\"crashy\"}") >= 1.0);
+    stack.wait_phase("crashy", "running", Duration::from_secs(10)).await;
+    let again = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "crashy.acme.test", "--version", "1.21.4"]).await;
+    assert_eq!(again["disconnectReason"], "welcome to crashy as Steve", "{again}");
+}
