@@ -273,7 +273,7 @@ impl Lifecycle for LocalRuntime {
         if allow.is_empty() {
             return true;
         }
-        let uuid = uuid.map(|u| format_uuid(u));
+        let uuid = uuid.map(format_uuid);
         allow.iter().any(|a| {
             a.eq_ignore_ascii_case(player) || uuid.as_deref().is_some_and(|u| a.replace('-', "").eq_ignore_ascii_case(&u.replace('-', "")))
         })

@@ -380,11 +380,10 @@ mod tests {
                 };
                 let d = decide(&spec, &obs, mem, S(now));
                 if d.replicas > replicas { last_up = Some(now); }
-                if d.replicas < replicas && d.replicas > 0 {
-                    if let Some(up) = last_up {
+                if d.replicas < replicas && d.replicas > 0
+                    && let Some(up) = last_up {
                         prop_assert!(now - up >= spec.stabilization.as_secs(), "down {}s after an up", now - up);
                     }
-                }
                 replicas = d.replicas;
                 mem = d.memory;
             }

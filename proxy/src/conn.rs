@@ -465,8 +465,8 @@ async fn status_json(
         return status_cache::synthesize(&texts.version_name, protocol, &fill_in(&texts.unknown_motd, host, None), 0);
     };
     // A managed server that is not up: answer for it, never wake it.
-    if let Some(phase) = shared.phase(&route.name) {
-        if phase != Phase::Running {
+    if let Some(phase) = shared.phase(&route.name)
+        && phase != Phase::Running {
             count("sleeping");
             let motd = match phase {
                 Phase::Sleeping | Phase::Stopping => &texts.sleeping_motd,
@@ -478,7 +478,6 @@ async fn status_json(
                 None => status_cache::synthesize(&texts.version_name, protocol, &motd, 0),
             };
         }
-    }
     if let Some(json) = shared.cache.fresh(&route.name, protocol, texts.cache_ttl()) {
         count("hit");
         return json.to_string();

@@ -21,11 +21,10 @@ pub async fn watch(proxy: Proxy, path: PathBuf, shutdown: CancellationToken) {
     let file_name = path.file_name().map(|n| n.to_owned());
     let watch_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if event.paths.iter().any(|p| p.file_name() == file_name.as_deref()) {
+        if let Ok(event) = event
+            && event.paths.iter().any(|p| p.file_name() == file_name.as_deref()) {
                 let _ = watch_tx.try_send(());
             }
-        }
     })
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|_| w));
     let _watcher = match watcher {

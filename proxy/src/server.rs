@@ -212,11 +212,10 @@ impl Proxy {
 
     /// Persists the status cache when a file is configured and it changed.
     fn save_cache(&self) {
-        if let Some(path) = &self.shared.state.load().config.status.cache_file {
-            if let Err(e) = self.shared.cache.save(path) {
+        if let Some(path) = &self.shared.state.load().config.status.cache_file
+            && let Err(e) = self.shared.cache.save(path) {
                 warn!(error = %e, path = %path.display(), "cannot save the status cache");
             }
-        }
     }
 }
 

@@ -74,11 +74,10 @@ impl StatusCache {
             return;
         }
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-        if entries.len() >= MAX_PROTOCOLS_PER_ROUTE {
-            if let Some(oldest) = entries.iter().enumerate().min_by_key(|(_, e)| e.at).map(|(i, _)| i) {
+        if entries.len() >= MAX_PROTOCOLS_PER_ROUTE
+            && let Some(oldest) = entries.iter().enumerate().min_by_key(|(_, e)| e.at).map(|(i, _)| i) {
                 entries.swap_remove(oldest);
             }
-        }
         entries.push(Entry { protocol, json, at: now });
     }
 

@@ -485,7 +485,6 @@ async fn reload_changes_new_connections_only() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     echo_roundtrip(&mut old, b"still on alpha").await;
-    assert_eq!(a.seen.lock().unwrap().iter().filter(|s| s.raw.len() > 0).count() >= 1, true);
     watcher.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }

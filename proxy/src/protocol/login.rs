@@ -67,13 +67,9 @@ pub fn decode_login_start(buf: &[u8], protocol: i32) -> Decoded<LoginStart> {
         let sig = cur.byte_array(MAX_KEY_SIGNATURE, "key signature")?;
         signature = Some(SignatureData { expires_at, public_key_len: key.len(), signature_len: sig.len() });
     }
-    let uuid = if newest {
-        Some(cur.u128("player uuid")?)
-    } else if (V1_19_1..V1_20_2).contains(&protocol) && cur.bool("has player uuid")? {
-        Some(cur.u128("player uuid")?)
-    } else {
-        None
-    };
+    // 1.20.2+: always there; 1.19.1–1.20.1: behind a presence flag.
+    let has_uuid = newest || ((V1_19_1..V1_20_2).contains(&protocol) && cur.bool("has player uuid")?);
+    let uuid = if has_uuid { Some(cur.u128("player uuid")?) } else { None };
     cur.finish("login start")?;
     Ok(Some((LoginStart { name: name.to_owned(), uuid, signature }, used)))
 }
