@@ -1,0 +1,5 @@
+//! Respawn on Kubernetes: the `MinecraftServer` resource, rendering it into a
+//! StatefulSet and Service, and the controller that scales them.
+#![forbid(unsafe_code)]
+
+pub mod crd;
