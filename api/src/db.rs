@@ -1,0 +1,132 @@
+//! The database handle: one `AnyPool` over SQLite or PostgreSQL, the embedded
+//! migrations, and the small helpers every store module shares (ids, clocks,
+//! constraint detection).
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// The migrations, compiled into the binary so `respawn api` needs no files
+/// beside it. Built by hand rather than with `sqlx::migrate!` so the crate
+/// does not need sqlx's macro feature (which compiles every driver a second
+/// time). Append new files here; never edit an applied one (sqlx checks the
+/// checksum and refuses to start).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, Cow::Borrowed(*sql), false)
+        })
+        .collect::<Vec<_>>();
+    Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT }
+}
+
+/// Which SQL dialect is behind the pool (only for the rare statement that
+/// differs; everything else is written once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// The shared pool. Cloning is cheap (an `Arc` inside).
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Db {
+    /// Connects (creating the SQLite file's directory when needed) without
+    /// migrating.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url)
+            .ok_or_else(|| anyhow::anyhow!("database_url must start with sqlite: or postgres://"))?;
+        if backend == Backend::Sqlite {
+            ensure_sqlite_dir(url)?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            // A request waits at most this long for a connection before it
+            // fails with 500 instead of hanging.
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Db { pool, backend })
+    }
+
+    /// Applies every migration not yet applied.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        migrator().run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// `sqlite://data/respawn.db?mode=rwc` creates the file but not `data/`.
+fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(()); // in-memory
+    }
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch: the one time format in the schema.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A new id: `prefix_` + 12 hex digits of milliseconds + 20 random hex digits.
+/// Time first, so ids sort in creation order and the list cursor is just the
+/// last id; 80 random bits, so two ids made in the same millisecond never
+/// collide in practice. Same length and alphabet for all ids of one kind, so
+/// every collation orders them alike.
+pub fn new_id(prefix: &str) -> String {
+    let mut random = [0u8; 10];
+    fill_random(&mut random);
+    let mut id = format!("{prefix}_{:012x}", now_ms() & 0xffff_ffff_ffff);
+    for b in random {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+/// Fills `buf` from the OS CSPRNG. Failing to read it is not recoverable
+/// (tokens and ids would be guessable), so this panics rather than degrade.
+pub fn fill_random(buf: &mut [u8]) {
+    getrandom::fill(buf).expect("the OS random number generator failed");
+}
+
+/// True when `err` is a unique-constraint violation (a duplicate name or
+/// hostname), on any backend.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// True when `err` is a foreign-key violation (e.g. a plan still in use).
+pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}
