@@ -72,15 +72,11 @@ pub struct ConfigError {
 impl ApiConfig {
     /// Applies `DATABASE_URL` and `RESPAWN_ADMIN_TOKEN` when they are set.
     pub fn with_env(mut self) -> Self {
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            if !url.is_empty() {
-                self.database_url = url;
-            }
+        if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            self.database_url = url;
         }
-        if let Ok(token) = std::env::var("RESPAWN_ADMIN_TOKEN") {
-            if !token.is_empty() {
-                self.admin_token = Some(token);
-            }
+        if let Some(token) = std::env::var("RESPAWN_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+            self.admin_token = Some(token);
         }
         self
     }

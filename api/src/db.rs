@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
@@ -99,19 +100,23 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// A new id: `prefix_` + 12 hex digits of milliseconds + 20 random hex digits.
-/// Time first, so ids sort in creation order and the list cursor is just the
-/// last id; 80 random bits, so two ids made in the same millisecond never
-/// collide in practice. Same length and alphabet for all ids of one kind, so
-/// every collation orders them alike.
+/// A new id: `prefix_` + 16 hex digits of a clock-based sequence + 16 random
+/// hex digits. The sequence is the time in milliseconds shifted left by 16
+/// bits, bumped by one whenever that would not exceed the last id this process
+/// made; so ids sort in creation order (exactly within a process, to the
+/// millisecond across processes) and the list cursor is just the last id.
+/// 64 random bits keep ids from two processes apart. Same length and
+/// alphabet for all ids, so every collation orders them alike.
 pub fn new_id(prefix: &str) -> String {
-    let mut random = [0u8; 10];
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let from_clock = (now_ms() as u64 & 0xffff_ffff_ffff) << 16;
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(from_clock.max(last + 1)))
+        .unwrap_or_else(|last| last);
+    let sequence = from_clock.max(previous + 1);
+    let mut random = [0u8; 8];
     fill_random(&mut random);
-    let mut id = format!("{prefix}_{:012x}", now_ms() & 0xffff_ffff_ffff);
-    for b in random {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    format!("{prefix}_{sequence:016x}{:016x}", u64::from_be_bytes(random))
 }
 
 /// Fills `buf` from the OS CSPRNG. Failing to read it is not recoverable
@@ -129,4 +134,26 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 /// True when `err` is a foreign-key violation (e.g. a plan still in use).
 pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_increase_and_have_one_shape() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id("srv")).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids sort in creation order");
+        assert!(ids.iter().all(|id| id.len() == 4 + 32 && id[4..].bytes().all(|b| b.is_ascii_hexdigit())));
+    }
+
+    #[test]
+    fn sqlite_dir_from_url() {
+        let dir = std::env::temp_dir().join(format!("respawn-api-dir-{}", new_id("t")));
+        let url = format!("sqlite://{}/sub/x.db?mode=rwc", dir.display());
+        assert!(ensure_sqlite_dir(&url).is_ok());
+        assert!(dir.join("sub").is_dir());
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(ensure_sqlite_dir("sqlite::memory:").is_ok());
+    }
 }
