@@ -2,5 +2,7 @@
 //! StatefulSet and Service, and the controller that scales them.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod crd;
 pub mod render;
+pub mod signals;
