@@ -11,7 +11,7 @@ use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiJson;
 use crate::store::plans::{self, NewPlan, Plan, PlanPatch};
-use crate::store::Page;
+use crate::store::{Page, servers};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -48,7 +48,7 @@ async fn get_plan(_: Caller, State(state): State<AppState>, Path(id): Path<Strin
     plans::get(&state.db, &id).await?.map(Json).ok_or(ApiError::NotFound("plan"))
 }
 
-/// Change a plan. Servers on it pick up the new size when next applied.
+/// Change a plan. Servers on it are re-applied to the runtime with the new size.
 #[utoipa::path(patch, path = "/v1/plans/{id}", tag = "plans", params(("id" = String, Path)),
     request_body = PlanPatch, responses(
     (status = 200, body = Plan), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -60,7 +60,11 @@ async fn update_plan(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PlanPatch>,
 ) -> ApiResult<Json<Plan>> {
-    Ok(Json(plans::update(&state.db, &id, body).await?))
+    let plan = plans::update(&state.db, &id, body).await?;
+    for record in servers::on_plan(&state.db, &id).await? {
+        super::servers::apply(&state, &record).await;
+    }
+    Ok(Json(plan))
 }
 
 /// Delete a plan no server uses.

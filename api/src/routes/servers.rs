@@ -86,7 +86,7 @@ fn runtime_error(e: RuntimeError) -> ApiError {
 /// Tells the runtime about a stored definition. The database already holds
 /// it, so a failure is logged (and healed by the re-apply on startup) rather
 /// than failing a request whose change did happen.
-async fn apply(state: &AppState, record: &ServerRecord) {
+pub(super) async fn apply(state: &AppState, record: &ServerRecord) {
     let result = match servers::spec(&state.db, record).await {
         Ok(spec) => state.runtime.apply(&spec).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),

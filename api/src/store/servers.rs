@@ -316,6 +316,20 @@ pub async fn all(db: &Db) -> Result<Vec<ServerRecord>, ApiError> {
     Ok(records)
 }
 
+/// Every server on a plan, of any tenant (to re-apply them after the plan
+/// changes size).
+pub async fn on_plan(db: &Db, plan_id: &str) -> Result<Vec<ServerRecord>, ApiError> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM servers WHERE plan_id = $1 ORDER BY id"))
+        .bind(plan_id)
+        .fetch_all(&db.pool)
+        .await?;
+    let mut records = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    for chunk in records.chunks_mut(500) {
+        attach_hostnames(db, chunk).await?;
+    }
+    Ok(records)
+}
+
 pub async fn update(db: &Db, tenant_id: &str, id: &str, patch: ServerPatch) -> Result<ServerRecord, ApiError> {
     let current = get(db, tenant_id, id).await?.ok_or(ApiError::NotFound("server"))?;
     let hostnames_changed = patch.hostnames.is_some();

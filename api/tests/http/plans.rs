@@ -78,10 +78,15 @@ async fn plan_in_use_cannot_be_deleted(b: Backend) {
     let (_, token) = app.tenant("acme").await;
     let plan = app.plan("small").await;
     let server = app.server(&token, &plan, "lobby", "lobby.acme.example").await;
+    // Resizing the plan re-applies its servers to the runtime.
+    let id = server["id"].as_str().expect("id");
+    assert_eq!(app.runtime.spec(id).map(|s| s.memory_mib), Some(2048));
+    let r = app.patch(&format!("/v1/plans/{plan}"), ADMIN, json!({"memory_mib": 8192})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(app.runtime.spec(id).map(|s| s.memory_mib), Some(8192));
     let r = app.delete(&format!("/v1/plans/{plan}"), ADMIN).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.error().0, "plan_in_use");
-    let id = server["id"].as_str().expect("id");
     assert_eq!(app.delete(&format!("/v1/servers/{id}"), &token).await.status, StatusCode::NO_CONTENT);
     assert_eq!(app.delete(&format!("/v1/plans/{plan}"), ADMIN).await.status, StatusCode::NO_CONTENT);
 }

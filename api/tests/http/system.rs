@@ -58,3 +58,29 @@ async fn run_refuses_bad_config_before_binding() {
     let err = respawn_api::run(config, CancellationToken::new()).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("admin_token"), "{err}");
 }
+
+#[tokio::test]
+async fn run_migrates_serves_and_stops() {
+    let dir = std::env::temp_dir().join(format!("respawn-api-run-{}", respawn_api::db::new_id("t")));
+    let db_path = dir.join("data").join("respawn.db");
+    let config = respawn_api::ApiConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
+        admin_token: Some(ADMIN.to_owned()),
+        ..Default::default()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(respawn_api::run(config, shutdown.clone()));
+    // The database file (and its directory) appear once run has migrated.
+    for _ in 0..100 {
+        if db_path.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(db_path.exists(), "run creates the SQLite file and its directory");
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").expect("join");
+    assert!(result.is_ok(), "{result:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
