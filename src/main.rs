@@ -24,8 +24,11 @@ enum Command {
         #[arg(long, short, env = "RESPAWN_PROXY_CONFIG", default_value = "respawn.toml")]
         config: PathBuf,
     },
-    /// Run the scaling controller (not built yet: see the issues).
+    /// Run the Kubernetes controller (MinecraftServers → StatefulSets), using
+    /// the in-cluster service account or ~/.kube/config.
     Controller,
+    /// Print the MinecraftServer CRD (YAML) generated from the Rust types.
+    Crdgen,
     /// Run the management API (not built yet: see the issues).
     Api,
     /// Run every component in one process on the embedded default.
@@ -58,7 +61,14 @@ fn main() -> Result<()> {
             Command::Proxy { config } => respawn_proxy::run(config, shutdown).await,
             Command::Up { config } => respawn_proxy::run_with_local_runtime(config, shutdown).await,
             Command::DemoServer { listen, motd } => demo::run(listen, motd, shutdown).await,
-            Command::Controller => anyhow::bail!("the controller is not built yet"),
+            Command::Controller => {
+                let client = kube::Client::try_default().await?;
+                respawn_k8s::controller::run(client, Default::default(), shutdown).await
+            }
+            Command::Crdgen => {
+                print!("{}", respawn_k8s::crd::crd_yaml());
+                Ok(())
+            }
             Command::Api => anyhow::bail!("the API is not built yet"),
         }
     })
