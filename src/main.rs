@@ -63,7 +63,10 @@ fn main() -> Result<()> {
             Command::DemoServer { listen, motd } => demo::run(listen, motd, shutdown).await,
             Command::Controller => {
                 let client = kube::Client::try_default().await?;
-                respawn_k8s::controller::run(client, Default::default(), shutdown).await
+                let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "respawn-system".into());
+                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("respawn-{}", std::process::id()));
+                respawn_k8s::controller::run_leader_elected(client, Default::default(), &namespace, &identity, shutdown).await;
+                Ok(())
             }
             Command::Crdgen => {
                 print!("{}", respawn_k8s::crd::crd_yaml());

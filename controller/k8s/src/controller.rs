@@ -263,6 +263,22 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
     Ok(())
 }
 
+/// Runs the controller on the replica that holds the leader Lease in
+/// `namespace` (from `POD_NAMESPACE` in the cluster).
+pub async fn run_leader_elected(client: Client, settings: Settings, namespace: &str, identity: &str, shutdown: CancellationToken) {
+    let elector = crate::leader::LeaderElector::new(client.clone(), namespace, "respawn-controller", identity, Duration::from_secs(15));
+    elector
+        .run(shutdown, move |token| {
+            let (client, settings) = (client.clone(), settings.clone());
+            async move {
+                if let Err(e) = run(client, settings, token).await {
+                    warn!(error = %e, "controller stopped");
+                }
+            }
+        })
+        .await;
+}
+
 /// Servers named in a proxy report: a changed report reconciles them.
 fn servers_in_report(lease: &Lease) -> Vec<ObjectRef<MinecraftServer>> {
     let Some(raw) = lease.annotations().get(signals::PLAYERS_ANNOTATION) else { return vec![] };

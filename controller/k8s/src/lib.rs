@@ -4,5 +4,6 @@
 
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod render;
 pub mod signals;
