@@ -65,7 +65,8 @@ fn main() -> Result<()> {
                 let client = kube::Client::try_default().await?;
                 let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "respawn-system".into());
                 let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("respawn-{}", std::process::id()));
-                respawn_k8s::controller::run_leader_elected(client, Default::default(), &namespace, &identity, shutdown).await;
+                let settings = respawn_k8s::controller::Settings { reports_namespace: namespace.clone(), ..Default::default() };
+                respawn_k8s::controller::run_leader_elected(client, settings, &namespace, &identity, shutdown).await;
                 Ok(())
             }
             Command::Crdgen => {

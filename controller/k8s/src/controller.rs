@@ -54,11 +54,14 @@ pub struct Settings {
     pub requeue_running: Duration,
     pub requeue_sleeping: Duration,
     pub error_backoff: Duration,
+    /// Where proxies write their report Leases.
+    pub reports_namespace: String,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            reports_namespace: "respawn-system".into(),
             requeue_running: Duration::from_secs(10),
             requeue_sleeping: Duration::from_secs(300),
             error_backoff: Duration::from_secs(5),
@@ -227,7 +230,7 @@ pub fn error_policy(mcs: Arc<MinecraftServer>, error: &Error, ctx: Arc<Context>)
 pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mcs_api: Api<MinecraftServer> = Api::all(client.clone());
     let sts_api: Api<StatefulSet> = Api::all(client.clone());
-    let lease_api: Api<Lease> = Api::all(client.clone());
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), &settings.reports_namespace);
     let reports_cfg = watcher::Config::default().labels(&format!("{REPORT_LABEL}=true"));
 
     let (reports, reports_writer) = reflector::store();
