@@ -16,7 +16,10 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// does not need sqlx's macro feature (which compiles every driver a second
 /// time). Append new files here; never edit an applied one (sqlx checks the
 /// checksum and refuses to start).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "plugins", include_str!("../migrations/0002_plugins.sql")),
+];
 
 fn migrator() -> Migrator {
     let migrations = MIGRATIONS

@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ApiConfig, ConfigError};
 pub use db::Db;
-pub use runtime::{InMemoryRuntime, LogLine, LogQuery, Phase, RuntimeError, RuntimeFuture, ServerRuntime, ServerSpec, ServerStatus};
+pub use runtime::{
+    InMemoryRuntime, LogLine, LogQuery, Phase, PluginSpec, RuntimeError, RuntimeFuture, ServerRuntime, ServerSpec,
+    ServerStatus,
+};
 
 use auth::AuthGuard;
 use metrics::ApiMetrics;

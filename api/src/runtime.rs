@@ -68,6 +68,20 @@ pub struct ServerSpec {
     pub idle_timeout_s: u32,
     pub min_replicas: u32,
     pub max_replicas: u32,
+    /// Managed plugins, by name: download, verify and place each in
+    /// `plugins/` before the server starts; leave other jars alone.
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// One managed plugin of a [`ServerSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginSpec {
+    pub name: String,
+    pub version: String,
+    pub download_url: String,
+    /// Lower-case hex; at least one of the two is set.
+    pub sha256: Option<String>,
+    pub sha512: Option<String>,
 }
 
 /// Which log lines to return.

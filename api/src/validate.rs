@@ -108,6 +108,43 @@ pub fn properties(field: &str, props: &BTreeMap<String, String>) -> Result<(), A
     Ok(())
 }
 
+/// A plugin download URL: `https://` with a host and no credentials, at most
+/// 2048 bytes. IP-literal hosts in loopback, private or link-local ranges are
+/// refused here already; the downloader checks resolved addresses again (a
+/// name can point anywhere), which is the real SSRF guard.
+pub fn download_url(field: &str, raw: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| Err(ApiError::invalid(field, why.to_owned()));
+    if raw.len() > 2048 {
+        return bad("at most 2048 bytes");
+    }
+    let Ok(url) = url::Url::parse(raw) else { return bad("not a valid URL") };
+    if url.scheme() != "https" {
+        return bad("only https:// URLs are allowed");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("credentials in URLs are not allowed");
+    }
+    let internal = match url.host() {
+        None => return bad("the URL needs a host"),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link local
+                || ip.to_ipv4_mapped().is_some()
+        }
+    };
+    if internal {
+        return bad("downloads from loopback, private or link-local addresses are not allowed");
+    }
+    Ok(())
+}
+
 /// A number within bounds.
 pub fn range(field: &str, value: u32, min: u32, max: u32) -> Result<(), ApiError> {
     if (min..=max).contains(&value) {
@@ -132,6 +169,26 @@ mod tests {
         assert!(hostname("h", "mc1.example.com").is_ok());
         assert!(hostnames("h", &["a.example".into(), "A.example".into()]).is_err());
         assert!(hostnames("h", &[]).is_err());
+    }
+
+    #[test]
+    fn download_urls() {
+        assert!(download_url("u", "https://cdn.example.com/x.jar").is_ok());
+        for bad in [
+            "http://cdn.example.com/x.jar",
+            "https://user:pw@cdn.example.com/x.jar",
+            "https://127.0.0.1/x.jar",
+            "https://10.1.2.3/x.jar",
+            "https://169.254.169.254/latest",
+            "https://[::1]/x.jar",
+            "https://[fd00::1]/x.jar",
+            "https://[::ffff:127.0.0.1]/x.jar",
+            "https://localhost/x.jar",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(download_url("u", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

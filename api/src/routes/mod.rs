@@ -2,6 +2,7 @@
 //! health, metrics and the OpenAPI document itself.
 
 pub mod plans;
+pub mod plugins;
 pub mod servers;
 pub mod system;
 pub mod tenants;
@@ -29,6 +30,7 @@ use crate::error::ApiError;
         (name = "tenants", description = "Tenants and their API tokens (admin)"),
         (name = "plans", description = "Server sizes (admin writes, everyone reads)"),
         (name = "servers", description = "A tenant's Minecraft servers"),
+        (name = "plugins", description = "The plugin catalogue (admin writes) and each server's plugins"),
     )
 )]
 struct ApiDoc;
@@ -48,6 +50,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(tenants::router())
         .merge(plans::router())
         .merge(servers::router())
+        .merge(plugins::router())
 }
 
 /// `?limit=&cursor=` on list routes.

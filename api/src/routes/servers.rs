@@ -96,7 +96,7 @@ pub(super) async fn apply(state: &AppState, record: &ServerRecord) {
     }
 }
 
-async fn owned(state: &AppState, tenant: &str, id: &str) -> ApiResult<ServerRecord> {
+pub(super) async fn owned(state: &AppState, tenant: &str, id: &str) -> ApiResult<ServerRecord> {
     servers::get(&state.db, tenant, id).await?.ok_or(ApiError::NotFound("server"))
 }
 

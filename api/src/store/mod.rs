@@ -3,6 +3,7 @@
 //! tenant id and filters on it: scoping lives here, not in handlers.
 
 pub mod plans;
+pub mod plugins;
 pub mod servers;
 pub mod tenants;
 pub mod tokens;

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::{get_u32, placeholders};
 use crate::db::{Db, is_unique_violation, new_id, now_ms};
 use crate::error::ApiError;
-use crate::runtime::ServerSpec;
+use crate::runtime::{PluginSpec, ServerSpec};
 use crate::validate;
 
 /// Idle time before a server sleeps, by default (10 minutes), and the
@@ -392,15 +392,17 @@ pub async fn update(db: &Db, tenant_id: &str, id: &str, patch: ServerPatch) -> R
 /// Deletes the tenant's server; false when there is none (or not theirs).
 pub async fn delete(db: &Db, tenant_id: &str, id: &str) -> Result<bool, ApiError> {
     let mut tx = db.pool.begin().await?;
-    // Hostnames first (not relying on ON DELETE CASCADE, which SQLite only
-    // honours with foreign keys on), and only those of a server this tenant owns.
-    sqlx::query(
-        "DELETE FROM server_hostnames WHERE server_id IN (SELECT id FROM servers WHERE id = $1 AND tenant_id = $2)",
-    )
-    .bind(id)
-    .bind(tenant_id)
-    .execute(&mut *tx)
-    .await?;
+    // Dependent rows first (not relying on ON DELETE CASCADE, which SQLite
+    // only honours with foreign keys on), and only of a server this tenant owns.
+    for table in ["server_hostnames", "server_plugins"] {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE server_id IN (SELECT id FROM servers WHERE id = $1 AND tenant_id = $2)"
+        ))
+        .bind(id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+    }
     let done = sqlx::query("DELETE FROM servers WHERE id = $1 AND tenant_id = $2")
         .bind(id)
         .bind(tenant_id)
@@ -415,6 +417,17 @@ pub async fn spec(db: &Db, record: &ServerRecord) -> Result<ServerSpec, ApiError
     let plan = super::plans::get(db, &record.plan_id)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("server {} has a missing plan", record.id)))?;
+    let plugins = super::plugins::installed_on(db, &[record.id.as_str()])
+        .await?
+        .into_iter()
+        .map(|(_, p)| PluginSpec {
+            name: p.name,
+            version: p.version,
+            download_url: p.download_url,
+            sha256: p.sha256,
+            sha512: p.sha512,
+        })
+        .collect();
     Ok(ServerSpec {
         id: record.id.clone(),
         tenant_id: record.tenant_id.clone(),
@@ -430,5 +443,6 @@ pub async fn spec(db: &Db, record: &ServerRecord) -> Result<ServerSpec, ApiError
         idle_timeout_s: record.policy.idle_timeout_s,
         min_replicas: record.policy.min_replicas,
         max_replicas: record.policy.max_replicas,
+        plugins,
     })
 }

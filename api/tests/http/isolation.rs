@@ -11,7 +11,7 @@ use crate::common::{Backend, TestApp};
 
 both!(other_tenants_get_404_everywhere);
 
-fn routes(id: &str) -> Vec<(Method, String, Option<Value>)> {
+fn routes(id: &str, plugin: &str) -> Vec<(Method, String, Option<Value>)> {
     vec![
         (Method::GET, format!("/v1/servers/{id}"), None),
         (Method::PATCH, format!("/v1/servers/{id}"), Some(json!({"name": "stolen"}))),
@@ -21,6 +21,9 @@ fn routes(id: &str) -> Vec<(Method, String, Option<Value>)> {
         (Method::POST, format!("/v1/servers/{id}/stop"), None),
         (Method::GET, format!("/v1/servers/{id}/logs"), None),
         (Method::GET, format!("/v1/servers/{id}/logs?tail=5"), None),
+        (Method::GET, format!("/v1/servers/{id}/plugins"), None),
+        (Method::POST, format!("/v1/servers/{id}/plugins"), Some(json!({"plugin_id": plugin}))),
+        (Method::DELETE, format!("/v1/servers/{id}/plugins/{plugin}"), None),
     ]
 }
 
@@ -31,14 +34,18 @@ async fn other_tenants_get_404_everywhere(b: Backend) {
     let plan = app.plan("small").await;
     let server = app.server(&alice, &plan, "secret", "secret.alice.example").await;
     let id = server["id"].as_str().expect("id").to_owned();
+    let plugin = app.post("/v1/plugins", crate::common::ADMIN, crate::plugins::plugin_body("LuckPerms", "5.4")).await.str("id");
+    let installed = app.post(&format!("/v1/servers/{id}/plugins"), &alice, json!({"plugin_id": plugin})).await;
+    assert_eq!(installed.status, StatusCode::CREATED);
     app.runtime.set_status(&id, Phase::Running, 4);
     app.runtime.push_log(&id, 1, "alice's private console line");
     let before = app.get(&format!("/v1/servers/{id}"), &alice).await.body;
     let logs_before = app.get(&format!("/v1/servers/{id}/logs"), &alice).await.body;
+    let plugins_before = app.get(&format!("/v1/servers/{id}/plugins"), &alice).await.body;
 
     // A made-up id with the same shape: Bob cannot tell the two apart.
     let ghost = format!("srv_{}", "0".repeat(id.len() - 4));
-    for ((method, path, body), (_, ghost_path, _)) in routes(&id).into_iter().zip(routes(&ghost)) {
+    for ((method, path, body), (_, ghost_path, _)) in routes(&id, &plugin).into_iter().zip(routes(&ghost, &plugin)) {
         let on_alice = app.call(method.clone(), &path, Some(&bob), body.clone()).await;
         let on_ghost = app.call(method.clone(), &ghost_path, Some(&bob), body).await;
         assert_eq!(on_alice.status, StatusCode::NOT_FOUND, "{method} {path}: {}", on_alice.body);
@@ -58,6 +65,8 @@ async fn other_tenants_get_404_everywhere(b: Backend) {
     assert_eq!(after.body, before);
     assert_eq!(after.body["status"]["phase"], "running");
     assert_eq!(app.get(&format!("/v1/servers/{id}/logs"), &alice).await.body, logs_before);
+    assert_eq!(app.get(&format!("/v1/servers/{id}/plugins"), &alice).await.body, plugins_before);
+    assert_eq!(app.runtime.spec(&id).map(|s| s.plugins.len()), Some(1));
     assert_eq!(app.runtime.spec(&id).map(|s| s.name), Some("secret".to_owned()));
     let alice_list = app.get("/v1/servers", &alice).await;
     assert_eq!(alice_list.body["items"].as_array().map(Vec::len), Some(1));

@@ -7,6 +7,7 @@ mod errors;
 mod isolation;
 mod openapi;
 mod plans;
+mod plugins;
 mod servers;
 mod system;
 mod tenants;

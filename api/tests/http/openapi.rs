@@ -41,6 +41,10 @@ fn openapi_documents_every_route() {
         ("/v1/servers/{id}/start", &["post"]),
         ("/v1/servers/{id}/stop", &["post"]),
         ("/v1/servers/{id}/logs", &["get"]),
+        ("/v1/plugins", &["get", "post"]),
+        ("/v1/plugins/{id}", &["get", "delete"]),
+        ("/v1/servers/{id}/plugins", &["get", "post"]),
+        ("/v1/servers/{id}/plugins/{plugin_id}", &["delete"]),
     ] {
         for m in methods {
             assert!(paths.get(path).and_then(|p| p.get(*m)).is_some(), "{m} {path} is not documented");
