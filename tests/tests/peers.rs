@@ -6,7 +6,6 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -21,9 +20,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-fn peers_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers")
-}
+mod common;
+use common::{OPEN_LIMITS as LIMITS, peers_dir, run_peer};
 
 /// A long-running peer (a server): its stdout JSON lines arrive on a channel,
 /// drained continuously so the child never blocks on a full pipe.
@@ -72,22 +70,6 @@ async fn wait_event(events: &mut mpsc::UnboundedReceiver<Value>, name: &str, wit
     }
 }
 
-/// Runs a one-shot peer (client, bot, probe) and returns its JSON result.
-async fn run_peer(program: &str, script: &str, args: &[String]) -> Value {
-    let out = tokio::time::timeout(
-        Duration::from_secs(40),
-        Command::new(program).arg(peers_dir().join(script)).args(args).stdin(Stdio::null()).kill_on_drop(true).output(),
-    )
-    .await
-    .expect("peer ran too long")
-    .expect("peer starts");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-        panic!("{script} {args:?} printed no JSON; stderr: {}", String::from_utf8_lossy(&out.stderr))
-    });
-    serde_json::from_str(line).unwrap()
-}
-
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
@@ -109,8 +91,6 @@ impl Drop for RunningProxy {
     }
 }
 
-/// Every test client comes from 127.0.0.1: open the per-IP limits wide.
-const LIMITS: &str = "[limits]\nper_ip_per_second = 100000\nper_ip_burst = 100000\nper_prefix_per_second = 100000\nper_prefix_burst = 100000\n";
 
 async fn start_proxy(config: &str) -> RunningProxy {
     let proxy = Proxy::new(Config::parse(config).unwrap()).unwrap();

@@ -6,38 +6,20 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    process::Stdio,
     sync::Arc,
     time::Duration,
 };
 
 use respawn_controller::{Phase, local::LocalRuntime};
 use respawn_proxy::{Config, Proxy};
-use serde_json::Value;
-use tokio::{net::TcpListener, process::Command};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-fn peers_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers")
-}
+mod common;
+use common::{OPEN_LIMITS, peers_dir, run_peer};
 
 async fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port()
-}
-
-async fn run_peer(program: &str, script: &str, args: &[&str]) -> Value {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new(program).arg(peers_dir().join(script)).args(args).stdin(Stdio::null()).kill_on_drop(true).output(),
-    )
-    .await
-    .expect("peer ran too long")
-    .expect("peer starts");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-        panic!("{script} {args:?} printed no JSON; stderr: {}", String::from_utf8_lossy(&out.stderr))
-    });
-    serde_json::from_str(line).unwrap()
 }
 
 struct Stack {
@@ -88,7 +70,7 @@ async fn start_stack(name: &str, servers_toml: &str, extra: &str) -> Stack {
     let data = std::env::temp_dir().join(format!("respawn-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let toml = format!(
-        "[limits]\nper_ip_per_second = 100000\nper_ip_burst = 100000\nper_prefix_per_second = 100000\nper_prefix_burst = 100000\n{extra}\n\
+        "{OPEN_LIMITS}{extra}\n\
          [status]\ncache_file = \"{}\"\n[runtime]\ndata_dir = \"{}\"\n{servers_toml}",
         data.join("status-cache.json").display(),
         data.display()
