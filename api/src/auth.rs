@@ -124,11 +124,7 @@ fn retry_after(wait: Duration) -> ApiError {
 /// Connected peers come from `ConnectInfo` (set by `run`); requests without
 /// one (tests calling the router directly) share the unspecified address.
 fn client_ip(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {

@@ -21,14 +21,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "plugins", include_str!("../migrations/0002_plugins.sql")),
 ];
 
-fn migrator() -> Migrator {
+fn migrator(locking: bool) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
         .map(|(version, description, sql)| {
             Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, Cow::Borrowed(*sql), false)
         })
         .collect::<Vec<_>>();
-    Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT }
+    Migrator { migrations: Cow::Owned(migrations), locking, ..Migrator::DEFAULT }
 }
 
 /// Which SQL dialect is behind the pool (only for the rare statement that
@@ -80,8 +80,18 @@ impl Db {
 
     /// Applies every migration not yet applied.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        migrator().run(&self.pool).await?;
+        // sqlx serialises concurrent migrators with pg_advisory_lock, which
+        // CockroachDB lacks (older releases) or only stubs. There, run the API
+        // migration from one replica at a time (e.g. a single release job).
+        let locking = !(self.backend == Backend::Postgres && self.is_cockroach().await?);
+        migrator(locking).run(&self.pool).await?;
         Ok(())
+    }
+
+    async fn is_cockroach(&self) -> anyhow::Result<bool> {
+        let version: String =
+            sqlx::Row::try_get(&sqlx::query("SELECT version() AS v").fetch_one(&self.pool).await?, "v")?;
+        Ok(version.contains("CockroachDB"))
     }
 }
 

@@ -69,7 +69,9 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::BadRequest { code, .. } | ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => {
+                code
+            }
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",

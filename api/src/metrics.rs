@@ -58,6 +58,10 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let response = tracing::Instrument::instrument(next.run(request), span).await;
     let status = response.status();
     state.metrics.requests.with_label_values(&[method.as_str(), route.as_str(), status.as_str()]).inc();
-    state.metrics.duration.with_label_values(&[method.as_str(), route.as_str()]).observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .duration
+        .with_label_values(&[method.as_str(), route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
     response
 }

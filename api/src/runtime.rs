@@ -193,14 +193,11 @@ impl ServerRuntime for InMemoryRuntime {
 
     fn apply<'a>(&'a self, spec: &'a ServerSpec) -> RuntimeFuture<'a, ()> {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        servers
-            .entry(spec.id.clone())
-            .and_modify(|s| s.spec = spec.clone())
-            .or_insert_with(|| Simulated {
-                spec: spec.clone(),
-                status: ServerStatus { phase: Phase::Sleeping, ..ServerStatus::unknown() },
-                logs: Vec::new(),
-            });
+        servers.entry(spec.id.clone()).and_modify(|s| s.spec = spec.clone()).or_insert_with(|| Simulated {
+            spec: spec.clone(),
+            status: ServerStatus { phase: Phase::Sleeping, ..ServerStatus::unknown() },
+            logs: Vec::new(),
+        });
         Box::pin(async { Ok(()) })
     }
 

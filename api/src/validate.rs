@@ -75,7 +75,10 @@ pub fn name(field: &str, raw: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(field, "must be 1 to 63 lower-case letters, digits or '-', not starting or ending with '-'"))
+        Err(ApiError::invalid(
+            field,
+            "must be 1 to 63 lower-case letters, digits or '-', not starting or ending with '-'",
+        ))
     }
 }
 
@@ -126,7 +129,9 @@ pub fn download_url(field: &str, raw: &str) -> Result<(), ApiError> {
     }
     let internal = match url.host() {
         None => return bad("the URL needs a host"),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
         Some(url::Host::Ipv4(ip)) => {
             ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
         }

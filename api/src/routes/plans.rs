@@ -14,9 +14,7 @@ use crate::store::plans::{self, NewPlan, Plan, PlanPatch};
 use crate::store::{Page, servers};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_plans, create_plan))
-        .routes(routes!(get_plan, update_plan, delete_plan))
+    OpenApiRouter::new().routes(routes!(list_plans, create_plan)).routes(routes!(get_plan, update_plan, delete_plan))
 }
 
 /// List every plan, by name.

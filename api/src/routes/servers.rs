@@ -174,7 +174,11 @@ async fn list_page(
 #[utoipa::path(get, path = "/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), responses(
     (status = 200, body = Server), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
 ))]
-async fn get_server(Tenant(tenant): Tenant, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Server>> {
+async fn get_server(
+    Tenant(tenant): Tenant,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Server>> {
     Ok(Json(with_status(&state, owned(&state, &tenant, &id).await?)))
 }
 
@@ -199,7 +203,11 @@ async fn update_server(
 #[utoipa::path(delete, path = "/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), responses(
     (status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
 ))]
-async fn delete_server(Tenant(tenant): Tenant, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_server(
+    Tenant(tenant): Tenant,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     if !servers::delete(&state.db, &tenant, &id).await? {
         return Err(ApiError::NotFound("server"));
     }

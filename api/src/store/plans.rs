@@ -114,7 +114,8 @@ pub async fn create(db: &Db, new: NewPlan) -> Result<Plan, ApiError> {
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<Plan>, ApiError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM plans WHERE id = $1")).bind(id).fetch_optional(&db.pool).await?;
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM plans WHERE id = $1")).bind(id).fetch_optional(&db.pool).await?;
     row.as_ref().map(from_row).transpose()
 }
 

@@ -142,7 +142,8 @@ pub async fn create(db: &Db, mut new: NewPlugin) -> Result<Plugin, ApiError> {
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<Plugin>, ApiError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM plugins WHERE id = $1")).bind(id).fetch_optional(&db.pool).await?;
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM plugins WHERE id = $1")).bind(id).fetch_optional(&db.pool).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -218,13 +219,15 @@ pub async fn install(db: &Db, server_id: &str, plugin: &Plugin) -> Result<Instal
         .bind(&plugin.name)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("INSERT INTO server_plugins (server_id, plugin_name, plugin_id, installed_at_ms) VALUES ($1, $2, $3, $4)")
-        .bind(server_id)
-        .bind(&plugin.name)
-        .bind(&plugin.id)
-        .bind(installed_at_ms)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO server_plugins (server_id, plugin_name, plugin_id, installed_at_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(server_id)
+    .bind(&plugin.name)
+    .bind(&plugin.id)
+    .bind(installed_at_ms)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Install { plugin: plugin.clone(), installed_at_ms })
 }

@@ -190,7 +190,11 @@ fn name_taken(e: sqlx::Error, name: &str) -> ApiError {
 }
 
 /// Inserts the hostnames one by one so a conflict names the exact one.
-async fn insert_hostnames(tx: &mut Transaction<'_, Any>, server_id: &str, hostnames: &[String]) -> Result<(), ApiError> {
+async fn insert_hostnames(
+    tx: &mut Transaction<'_, Any>,
+    server_id: &str,
+    hostnames: &[String],
+) -> Result<(), ApiError> {
     for (i, hostname) in hostnames.iter().enumerate() {
         sqlx::query("INSERT INTO server_hostnames (hostname, server_id, position) VALUES ($1, $2, $3)")
             .bind(hostname)

@@ -39,8 +39,12 @@ fn from_row(row: &AnyRow) -> Result<TokenInfo, ApiError> {
 /// A new token for an existing tenant (the caller checked it exists).
 pub async fn create(db: &Db, tenant_id: &str, name: &str) -> Result<CreatedToken, ApiError> {
     let token = generate_token();
-    let info =
-        TokenInfo { id: new_id("tok"), tenant_id: tenant_id.to_owned(), name: name.to_owned(), created_at_ms: now_ms() };
+    let info = TokenInfo {
+        id: new_id("tok"),
+        tenant_id: tenant_id.to_owned(),
+        name: name.to_owned(),
+        created_at_ms: now_ms(),
+    };
     sqlx::query("INSERT INTO api_tokens (id, tenant_id, name, token_hash, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
         .bind(&info.id)
         .bind(&info.tenant_id)

@@ -146,7 +146,8 @@ impl TestApp {
 
     pub async fn with_config(backend: Backend, tweak: impl FnOnce(&mut ApiConfig)) -> TestApp {
         let (url, guard) = fresh_database(backend).await;
-        let mut config = ApiConfig { database_url: url.clone(), admin_token: Some(ADMIN.to_owned()), ..ApiConfig::default() };
+        let mut config =
+            ApiConfig { database_url: url.clone(), admin_token: Some(ADMIN.to_owned()), ..ApiConfig::default() };
         tweak(&mut config);
         let db = Db::connect(&url, 4).await.expect("connect");
         db.migrate().await.expect("migrate");

@@ -40,9 +40,7 @@ async fn malformed_bodies(b: Backend) {
     assert_eq!(r.error().0, "unsupported_media_type");
     let r = app.send(raw(Method::POST, "/v1/servers", &token, None, "{}")).await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let r = app
-        .send(raw(Method::POST, "/v1/servers", &token, Some("application/json; charset=utf-8"), "{}"))
-        .await;
+    let r = app.send(raw(Method::POST, "/v1/servers", &token, Some("application/json; charset=utf-8"), "{}")).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "charset is fine: {}", r.body);
     let mut big = server_body("plan_x", "big", &["big.acme.example"]);
     big["properties"]["motd"] = json!("x".repeat(8000));
@@ -96,7 +94,8 @@ async fn bad_tokens_are_rate_limited_per_ip(b: Backend) {
     let r = app.send(from_ip(attacker, "rsp_guess3")).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.error().0, "rate_limited");
-    let retry: u64 = r.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let retry: u64 =
+        r.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
     assert!(retry >= 1, "Retry-After in seconds");
     // While blocked, even a right guess is refused: the limit must not tell
     // a guesser when it has found a token.

@@ -34,7 +34,8 @@ async fn other_tenants_get_404_everywhere(b: Backend) {
     let plan = app.plan("small").await;
     let server = app.server(&alice, &plan, "secret", "secret.alice.example").await;
     let id = server["id"].as_str().expect("id").to_owned();
-    let plugin = app.post("/v1/plugins", crate::common::ADMIN, crate::plugins::plugin_body("LuckPerms", "5.4")).await.str("id");
+    let plugin =
+        app.post("/v1/plugins", crate::common::ADMIN, crate::plugins::plugin_body("LuckPerms", "5.4")).await.str("id");
     let installed = app.post(&format!("/v1/servers/{id}/plugins"), &alice, json!({"plugin_id": plugin})).await;
     assert_eq!(installed.status, StatusCode::CREATED);
     app.runtime.set_status(&id, Phase::Running, 4);

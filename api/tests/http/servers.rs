@@ -56,7 +56,8 @@ async fn create_get_update_delete(b: Backend) {
     assert_eq!(tiny.body["properties"], json!({}));
 
     // PATCH changes only what it names; policy merges field by field.
-    let patch = json!({"hostnames": ["new.acme.example"], "policy": {"max_replicas": 5}, "properties": {"pvp": "false"}});
+    let patch =
+        json!({"hostnames": ["new.acme.example"], "policy": {"max_replicas": 5}, "properties": {"pvp": "false"}});
     let up = app.patch(&format!("/v1/servers/{id}"), &token, patch).await;
     assert_eq!(up.status, StatusCode::OK, "{}", up.body);
     assert_eq!(up.body["hostnames"], json!(["new.acme.example"]));
@@ -134,7 +135,12 @@ async fn server_validation_names_the_field(b: Backend) {
         ("policy.max_replicas", Box::new(|v| v["policy"]["max_replicas"] = json!("two")), 422, "invalid_field"),
         ("policy.max_replicas", Box::new(|v| v["policy"]["max_replicas"] = json!(0)), 422, "invalid_field"),
         ("policy.min_replicas", Box::new(|v| v["policy"]["min_replicas"] = json!(3)), 422, "invalid_field"),
-        ("policy.idle_timeout_s", Box::new(|v| v["policy"]["idle_timeout_s"] = json!(99_999_999)), 422, "invalid_field"),
+        (
+            "policy.idle_timeout_s",
+            Box::new(|v| v["policy"]["idle_timeout_s"] = json!(99_999_999)),
+            422,
+            "invalid_field",
+        ),
         ("minecraft.type", Box::new(|v| v["minecraft"]["type"] = json!("bukkit2")), 422, "invalid_field"),
         ("minecraft.version", Box::new(|v| v["minecraft"]["version"] = json!("1.21 ; rm")), 422, "invalid_field"),
         ("minecraft", Box::new(|v| v["minecraft"] = json!(null)), 422, "invalid_field"),
@@ -202,7 +208,13 @@ async fn pagination_walks_every_server(b: Backend) {
     assert_eq!(all.body["items"].as_array().map(Vec::len), Some(7));
     assert!(all.body["next_cursor"].is_null());
 
-    for (query, field) in [("limit=0", "limit"), ("limit=501", "limit"), ("limit=abc", "limit"), ("cursor=garbage", "cursor"), ("color=red", "color")] {
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=abc", "limit"),
+        ("cursor=garbage", "cursor"),
+        ("color=red", "color"),
+    ] {
         let r = app.get(&format!("/v1/servers?{query}"), &token).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.body);
         assert_eq!(r.error(), ("invalid_query", Some(field)), "{query}");
@@ -268,7 +280,10 @@ async fn start_stop_and_logs(b: Backend) {
     let logs = app.get(&format!("/v1/servers/{id}/logs"), &token).await;
     assert_eq!(logs.status, StatusCode::OK);
     let lines: Vec<_> = logs.body["lines"].as_array().expect("lines").iter().map(|l| l["line"].clone()).collect();
-    assert_eq!(lines, vec![json!("wake requested"), json!("hibernate requested"), json!("one"), json!("two"), json!("three")]);
+    assert_eq!(
+        lines,
+        vec![json!("wake requested"), json!("hibernate requested"), json!("one"), json!("two"), json!("three")]
+    );
     let tail = app.get(&format!("/v1/servers/{id}/logs?tail=2"), &token).await;
     assert_eq!(tail.body["lines"], json!([{"at_ms": 2000, "line": "two"}, {"at_ms": 3000, "line": "three"}]));
     // (the runtime's own lines carry the current time, so `since` far in the future leaves none)

@@ -43,7 +43,10 @@ async fn serves_over_a_socket_and_shuts_down(b: Backend) {
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
     conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.expect("write");
     let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut response)).await.expect("in time").expect("read");
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"ok\""));
 
