@@ -236,10 +236,16 @@ async fn serve(
                 return Ok(Outcome::UnknownHost);
             };
             debug!(player = %login.name, uuid = ?login.uuid, prelude = hs_len + ls_len, "login start");
+            let mut route = route;
             if let Some(lc) = &shared.lifecycle {
                 match hold_for_wake(shared, state, &**lc, &route, &login, client, &mut buf, login_at).await? {
                     HoldResult::Up => {}
                     HoldResult::Woke => {
+                        // Backends may have appeared during the wake (pods
+                        // on Kubernetes): route with the table as it is now.
+                        if let Some(now) = shared.state.load().routes.lookup(&hs.host) {
+                            route = now.clone();
+                        }
                         // Keep the real status for when it sleeps again: one
                         // status round trip before the player goes in.
                         let mut request = encode_handshake(&Handshake { next_state: NextState::Status, ..hs.clone() });
@@ -269,10 +275,12 @@ async fn serve(
             let online = shared.metrics.players_online.with_label_values(&[&*route.name]);
             online.inc();
             info!(player = %login.name, "player relayed");
+            shared.add_load(&backend_addr, 1);
             if let Some(lc) = &shared.lifecycle {
                 lc.session_opened(&route.name, &backend_addr);
             }
             let result = relay(shared, client, &mut backend, limits.relay_buffer_bytes).await;
+            shared.add_load(&backend_addr, -1);
             if let Some(lc) = &shared.lifecycle {
                 lc.session_closed(&route.name, &backend_addr);
             }
@@ -385,7 +393,12 @@ async fn hold_for_wake(
 /// Opens a connection to one of the route's backends, trying each in turn.
 async fn connect_backend(shared: &Shared, state: &State, route: &Route, per_try: Duration) -> Option<(TcpStream, String)> {
     let _ = state;
-    for addr in route.backend_order() {
+    let mut order: Vec<&str> = route.backend_order().collect();
+    if order.len() > 1 {
+        // Least players first; the sort is stable, so ties keep round-robin order.
+        order.sort_by_key(|b| shared.load_of(b));
+    }
+    for addr in order {
         let started = Instant::now();
         match timeout(per_try, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {

@@ -79,17 +79,29 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
 impl RouteTable {
     /// Builds the table from a validated config.
     pub fn from_config(config: &Config) -> Self {
+        Self::with_discovered(config, &[])
+    }
+
+    /// The config's routes and servers, then routes discovered from the
+    /// platform (Kubernetes); a hostname the config already routes keeps its
+    /// config route.
+    pub fn with_discovered(config: &Config, discovered: &[RouteConfig]) -> Self {
         let mut table = RouteTable::default();
-        let routes = config.routes.iter().map(|rc| (Route::from_config(rc), &rc.hostnames));
-        let servers = config.servers.iter().map(|s| (Route::from_server(s), &s.hostnames));
-        for (route, hostnames) in routes.chain(servers) {
+        let routes = config.routes.iter().map(|rc| (Route::from_config(rc), &rc.hostnames, false));
+        let servers = config.servers.iter().map(|s| (Route::from_server(s), &s.hostnames, false));
+        let found = discovered.iter().map(|rc| (Route::from_config(rc), &rc.hostnames, true));
+        for (route, hostnames, weak) in routes.chain(servers).chain(found) {
             let route = Arc::new(route);
             for pattern in hostnames {
                 let key = pattern.trim_end_matches('.').to_ascii_lowercase();
-                match key.strip_prefix("*.") {
-                    Some(suffix) => table.wildcard.insert(suffix.into(), route.clone()),
-                    None => table.exact.insert(key.into(), route.clone()),
+                let (map, key) = match key.strip_prefix("*.") {
+                    Some(suffix) => (&mut table.wildcard, suffix.to_owned()),
+                    None => (&mut table.exact, key),
                 };
+                if weak && map.contains_key(key.as_str()) {
+                    continue;
+                }
+                map.insert(key.into(), route.clone());
             }
             if config.default_route.as_deref() == Some(&*route.name) {
                 table.default = Some(route);
@@ -189,6 +201,21 @@ mod tests {
         ] {
             assert_eq!(name(&t, host), "survival", "{host:?}");
         }
+    }
+
+    #[test]
+    fn discovered_routes_never_override_config() {
+        let c = Config::parse("[[routes]]\nname = \"cfg\"\nhostnames = [\"a.example\"]\nbackends = [\"127.0.0.1:1\"]\n").unwrap();
+        let found = vec![RouteConfig {
+            name: "ns/mcs".into(),
+            hostnames: vec!["a.example".into(), "b.example".into()],
+            backends: vec![],
+            proxy_protocol: false,
+            fallback_status: None,
+        }];
+        let t = RouteTable::with_discovered(&c, &found);
+        assert_eq!(name(&t, "a.example"), "cfg");
+        assert_eq!(name(&t, "b.example"), "ns/mcs");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! token, so tests bind port 0 and stop it without signals or sleeps.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -19,7 +20,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use respawn_controller::{Lifecycle, Phase};
 
 use crate::{
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, RouteConfig},
     conn,
     limits::{ConnectionRateLimiter, RateVerdict},
     metrics::Metrics,
@@ -31,6 +32,8 @@ use crate::{
 pub struct State {
     pub config: Config,
     pub routes: RouteTable,
+    /// Routes found on the platform (Kubernetes), kept across config reloads.
+    pub discovered: Arc<Vec<RouteConfig>>,
 }
 
 pub struct Shared {
@@ -45,9 +48,24 @@ pub struct Shared {
     /// Runs managed servers (wakes, sessions, phases); None: every route is
     /// treated as always up.
     pub lifecycle: Option<Arc<dyn Lifecycle>>,
+    /// Open sessions per backend address, for least-players choice.
+    pub backend_load: std::sync::Mutex<HashMap<String, u32>>,
 }
 
 impl Shared {
+    pub fn load_of(&self, backend: &str) -> u32 {
+        self.backend_load.lock().unwrap_or_else(|e| e.into_inner()).get(backend).copied().unwrap_or(0)
+    }
+
+    pub fn add_load(&self, backend: &str, delta: i32) {
+        let mut map = self.backend_load.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(backend.to_owned()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            map.remove(backend);
+        }
+    }
+
     /// The phase of a managed route, None when nothing manages it.
     pub fn phase(&self, route: &str) -> Option<Phase> {
         self.lifecycle.as_ref()?.watch(route).map(|rx| rx.borrow().clone())
@@ -83,12 +101,13 @@ impl Proxy {
         let shared = Shared {
             rate: ConnectionRateLimiter::new(&config.limits),
             slots: Arc::new(Semaphore::new(config.limits.max_connections)),
-            state: ArcSwap::from_pointee(State { config, routes }),
+            state: ArcSwap::from_pointee(State { config, routes, discovered: Arc::default() }),
             metrics,
             cache,
             hard_stop: CancellationToken::new(),
             ready: AtomicBool::new(false),
             lifecycle,
+            backend_load: Default::default(),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -104,15 +123,31 @@ impl Proxy {
         if old.config.listen != config.listen || old.config.limits != config.limits {
             warn!("listen addresses and limits changed: they take effect after a restart");
         }
-        let routes = RouteTable::from_config(&config);
-        self.shared.metrics.routes.set(routes.len() as i64);
-        let names: std::collections::HashSet<String> =
-            config.routes.iter().map(|r| r.name.clone()).chain(config.servers.iter().map(|s| s.name.clone())).collect();
-        self.shared.cache.retain_routes(|r| names.contains(r));
-        self.shared.state.store(Arc::new(State { config, routes }));
+        let discovered = old.discovered.clone();
+        self.install(config, discovered);
         self.shared.metrics.config_reloads.with_label_values(&["ok"]).inc();
         info!("configuration reloaded");
         Ok(())
+    }
+
+    /// Replaces the routes discovered on the platform; config routes stay.
+    pub fn set_discovered_routes(&self, discovered: Vec<RouteConfig>) {
+        let config = self.shared.state.load().config.clone();
+        self.install(config, Arc::new(discovered));
+    }
+
+    fn install(&self, config: Config, discovered: Arc<Vec<RouteConfig>>) {
+        let routes = RouteTable::with_discovered(&config, &discovered);
+        self.shared.metrics.routes.set(routes.len() as i64);
+        let names: std::collections::HashSet<&str> = config
+            .routes
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(config.servers.iter().map(|s| s.name.as_str()))
+            .chain(discovered.iter().map(|r| r.name.as_str()))
+            .collect();
+        self.shared.cache.retain_routes(|r| names.contains(r));
+        self.shared.state.store(Arc::new(State { config, routes, discovered }));
     }
 
     pub fn config(&self) -> Config {
