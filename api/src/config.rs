@@ -81,6 +81,24 @@ impl ApiConfig {
         self
     }
 
+    /// The configuration for `respawn api`: the TOML file when given
+    /// (defaults otherwise), then the environment overrides, then checked.
+    /// Errors name the file and the bad key.
+    pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<ApiConfig> {
+        let config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading api config {}: {e}", path.display()))?;
+                toml::from_str::<ApiConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("api config {}: {e}", path.display()))?
+            }
+            None => ApiConfig::default(),
+        }
+        .with_env();
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, message: &str| Err(ConfigError { field, message: message.to_owned() });
@@ -130,6 +148,25 @@ mod tests {
         assert_eq!(c.validate().map_err(|e| e.field), Err("database_url"));
         let c = ApiConfig { auth_failure_burst: 0, ..ApiConfig::default() };
         assert_eq!(c.validate().map_err(|e| e.field), Err("auth_failure_burst"));
+    }
+
+    #[test]
+    fn loads_toml_and_names_bad_keys() {
+        let dir = std::env::temp_dir().join(format!("respawn-api-config-{}", crate::db::new_id("t")));
+        let _ = std::fs::create_dir_all(&dir);
+        let good = dir.join("good.toml");
+        let _ = std::fs::write(&good, "listen = \"0.0.0.0:9000\"\nauth_failure_burst = 3\n");
+        let loaded = ApiConfig::load(Some(&good)).map_err(|e| e.to_string());
+        assert_eq!(loaded.as_ref().map(|c| c.listen.port()), Ok(9000));
+        assert_eq!(loaded.map(|c| c.auth_failure_burst), Ok(3));
+        let bad = dir.join("bad.toml");
+        let _ = std::fs::write(&bad, "max_conections = 3\n");
+        let err = ApiConfig::load(Some(&bad)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("max_conections"), "{err}");
+        let _ = std::fs::write(&bad, "max_connections = 0\n");
+        let err = ApiConfig::load(Some(&bad)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("max_connections"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -98,15 +98,24 @@ async fn fresh_database(backend: Backend) -> (String, DbGuard) {
             (url, DbGuard::Sqlite(path))
         }
         Backend::Postgres => {
-            let admin_url = std::env::var("RESPAWN_TEST_PG").unwrap_or_else(|_| DEFAULT_PG.to_owned());
+            // Any server URL works, with or without a database in its path
+            // (`postgres://u:p@host:5432`): we connect to its `postgres`
+            // database (unless one is named) to create ours.
+            let raw = std::env::var("RESPAWN_TEST_PG").unwrap_or_else(|_| DEFAULT_PG.to_owned());
+            let mut admin = url::Url::parse(&raw).unwrap_or_else(|e| panic!("RESPAWN_TEST_PG `{raw}`: {e}"));
+            if admin.path().trim_matches('/').is_empty() {
+                admin.set_path("/postgres");
+            }
+            let admin_url = admin.to_string();
             let name = format!("respawn_test_{}", random_hex(8));
             let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-                panic!("PostgreSQL at {admin_url} is needed (set RESPAWN_TEST_PG to its URL, or to `off` to skip): {e}")
+                panic!("PostgreSQL at {raw} is needed (set RESPAWN_TEST_PG to its URL, or to `off` to skip): {e}")
             });
             sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("CREATE DATABASE");
             let _ = conn.close().await;
-            let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin_url);
-            (format!("{base}/{name}"), DbGuard::Postgres { admin_url, name })
+            let mut test_url = admin;
+            test_url.set_path(&format!("/{name}"));
+            (test_url.to_string(), DbGuard::Postgres { admin_url, name })
         }
     }
 }
