@@ -23,6 +23,10 @@ enum Command {
         /// TOML config file (reloaded on change and on SIGHUP).
         #[arg(long, short, env = "RESPAWN_PROXY_CONFIG", default_value = "respawn.toml")]
         config: PathBuf,
+        /// Discover routes from MinecraftServers and wake them through the
+        /// cluster (on by default inside a cluster).
+        #[arg(long, env = "RESPAWN_KUBERNETES", default_value_t = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())]
+        kubernetes: bool,
     },
     /// Run the Kubernetes controller (MinecraftServers → StatefulSets), using
     /// the in-cluster service account or ~/.kube/config.
@@ -58,7 +62,23 @@ fn main() -> Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
         match cli.command {
-            Command::Proxy { config } => respawn_proxy::run(config, shutdown).await,
+            Command::Proxy { config, kubernetes: false } => respawn_proxy::run(config, shutdown).await,
+            Command::Proxy { config, kubernetes: true } => {
+                let client = kube::Client::try_default().await?;
+                let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "respawn-system".into());
+                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("proxy-{}", std::process::id()));
+                let discovery = respawn_k8s::discovery::KubeDiscovery::new(client, &namespace, &identity);
+                let (d, stop) = (discovery.clone(), shutdown.clone());
+                respawn_proxy::run_with_lifecycle(
+                    config,
+                    discovery,
+                    move |proxy| {
+                        tokio::spawn(d.run(proxy, stop));
+                    },
+                    shutdown,
+                )
+                .await
+            }
             Command::Up { config } => respawn_proxy::run_with_local_runtime(config, shutdown).await,
             Command::DemoServer { listen, motd } => demo::run(listen, motd, shutdown).await,
             Command::Controller => {

@@ -53,6 +53,28 @@ pub async fn run_with_local_runtime(config_path: PathBuf, shutdown: Cancellation
     result
 }
 
+/// Runs the proxy with any `Lifecycle` (e.g. Kubernetes discovery); `started`
+/// gets the proxy handle before it serves (to feed it discovered routes).
+pub async fn run_with_lifecycle(
+    config_path: PathBuf,
+    lifecycle: std::sync::Arc<dyn respawn_controller::Lifecycle>,
+    started: impl FnOnce(Proxy),
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = Config::load(&config_path)?;
+    serve(
+        config_path,
+        config,
+        move |c| {
+            let p = Proxy::with_lifecycle(c, lifecycle)?;
+            started(p.clone());
+            Ok(p)
+        },
+        shutdown,
+    )
+    .await
+}
+
 async fn serve(
     config_path: PathBuf,
     config: Config,

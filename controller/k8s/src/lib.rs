@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod discovery;
 pub mod leader;
 pub mod render;
 pub mod signals;

@@ -1,0 +1,256 @@
+//! The proxy's side of Kubernetes: routes from MinecraftServers (watched, no
+//! polling), backends from their pods' readiness, server phases for the
+//! proxy's sleep/wake logic, wakes as an annotation, and this replica's
+//! player counts as a Lease (see `signals`).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{coordination::v1::Lease, core::v1::Pod},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use respawn_controller::{Lifecycle, Phase};
+use respawn_proxy::{Proxy, config::RouteConfig};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    crd::{MinecraftServer, ServerPhase},
+    render::{GAME_PORT, SERVER_LABEL},
+    signals::{PLAYERS_ANNOTATION, REPORT_LABEL, Report, WAKE_ANNOTATION},
+};
+
+/// Reports are renewed this often and count for `REPORT_TTL` after.
+pub const REPORT_EVERY: Duration = Duration::from_secs(5);
+pub const REPORT_TTL: Duration = Duration::from_secs(15);
+/// Pods take a while to schedule and pull; the first estimate says so.
+const DEFAULT_ESTIMATE: Duration = Duration::from_secs(60);
+
+pub struct KubeDiscovery {
+    client: Client,
+    /// Where this proxy writes its report Lease.
+    namespace: String,
+    identity: String,
+    phases: Mutex<HashMap<String, watch::Sender<Phase>>>,
+    /// "ns/name" → pod → players on it through this proxy.
+    sessions: Mutex<BTreeMap<String, BTreeMap<String, u32>>>,
+    /// backend address → pod name.
+    pods_by_addr: Mutex<HashMap<String, String>>,
+    changed: Notify,
+}
+
+impl KubeDiscovery {
+    pub fn new(client: Client, namespace: &str, identity: &str) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            namespace: namespace.into(),
+            identity: identity.into(),
+            phases: Mutex::default(),
+            sessions: Mutex::default(),
+            pods_by_addr: Mutex::default(),
+            changed: Notify::new(),
+        })
+    }
+
+    fn phase_sender(&self, server: &str) -> watch::Sender<Phase> {
+        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        phases.entry(server.to_owned()).or_insert_with(|| watch::channel(Phase::Sleeping).0).clone()
+    }
+
+    /// Watches MinecraftServers and pods and keeps the proxy's discovered
+    /// routes and the phases current; renews the report Lease. Until `shutdown`.
+    pub async fn run(self: Arc<Self>, proxy: Proxy, shutdown: CancellationToken) {
+        let mcs_api: Api<MinecraftServer> = Api::all(self.client.clone());
+        let pod_api: Api<Pod> = Api::all(self.client.clone());
+        let (servers, servers_w) = reflector::store();
+        let (pods, pods_w) = reflector::store();
+        let servers_stream = watcher(mcs_api, watcher::Config::default()).default_backoff().reflect(servers_w).touched_objects();
+        let pods_stream = watcher(pod_api, watcher::Config::default().labels(SERVER_LABEL))
+            .default_backoff()
+            .reflect(pods_w)
+            .touched_objects();
+        let mut changes = futures::stream::select(servers_stream.map(|_| ()), pods_stream.map(|_| ())).boxed();
+        let reporter = tokio::spawn(self.clone().report_loop(shutdown.clone()));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = changes.next() => if next.is_none() { break },
+            }
+            // Let a burst of events settle into one rebuild.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
+            let routes = self.rebuild(&servers.state(), &pods.state());
+            proxy.set_discovered_routes(routes);
+        }
+        reporter.abort();
+    }
+
+    /// Routes and phases from the current objects.
+    pub fn rebuild(&self, servers: &[Arc<MinecraftServer>], pods: &[Arc<Pod>]) -> Vec<RouteConfig> {
+        let mut addrs = HashMap::new();
+        let mut routes = Vec::with_capacity(servers.len());
+        for mcs in servers {
+            let ns = mcs.namespace().unwrap_or_default();
+            let name = mcs.name_any();
+            let key = format!("{ns}/{name}");
+            let status = mcs.status.clone().unwrap_or_default();
+            let mut backends = Vec::new();
+            for pod in pods.iter().filter(|p| {
+                p.namespace().as_deref() == Some(ns.as_str()) && p.labels().get(SERVER_LABEL) == Some(&name)
+            }) {
+                let ordinal = pod.name_any().rsplit('-').next().and_then(|o| o.parse::<u32>().ok());
+                if ordinal.is_some() && ordinal == status.draining_ordinal {
+                    continue; // draining: no new players
+                }
+                let Some(addr) = pod_address(pod) else { continue };
+                addrs.insert(addr.clone(), pod.name_any());
+                backends.push(addr);
+            }
+            backends.sort();
+            let phase = match (backends.is_empty(), status.phase) {
+                (false, _) => Phase::Running,
+                (true, Some(ServerPhase::Waking)) => Phase::Starting,
+                (true, Some(ServerPhase::Failed)) => Phase::Failed(
+                    status.last_decision.map(|d| d.reason).unwrap_or_else(|| "the server failed".into()),
+                ),
+                (true, _) => Phase::Sleeping,
+            };
+            let tx = self.phase_sender(&key);
+            tx.send_if_modified(|p| {
+                // A wake we asked for shows as Starting until the controller speaks.
+                let keep_starting = *p == Phase::Starting && phase == Phase::Sleeping
+                    && mcs.annotations().get(WAKE_ANNOTATION).is_some_and(|w| Some(w) != status.handled_wake.as_ref());
+                if *p != phase && !keep_starting {
+                    *p = phase.clone();
+                    true
+                } else {
+                    false
+                }
+            });
+            let hostnames = mcs.spec.hostnames.iter().filter(|h| !status.conflicts.contains(h)).cloned().collect();
+            routes.push(RouteConfig { name: key, hostnames, backends, proxy_protocol: false, fallback_status: None });
+        }
+        *self.pods_by_addr.lock().unwrap_or_else(|e| e.into_inner()) = addrs;
+        routes
+    }
+
+    async fn report_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = format!("respawn-proxy-{}", self.identity);
+        let params = PatchParams::apply(&format!("respawn-proxy-{}", self.identity)).force();
+        loop {
+            let report: Report = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let lease = json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": name,
+                    "labels": { REPORT_LABEL: "true" },
+                    "annotations": { PLAYERS_ANNOTATION: serde_json::to_string(&report).unwrap_or_default() },
+                },
+                "spec": {
+                    "holderIdentity": self.identity,
+                    "leaseDurationSeconds": REPORT_TTL.as_secs(),
+                    "renewTime": Timestamp::now().to_string(),
+                },
+            });
+            if let Err(e) = api.patch(&name, &params, &Patch::Apply(&lease)).await {
+                warn!(error = %e, "cannot renew the player report");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(REPORT_EVERY) => {}
+                // Joins and leaves are reported promptly (at most a few a second).
+                _ = self.changed.notified() => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    fn count(&self, server: &str, backend: &str, delta: i32) {
+        let pod = self.pods_by_addr.lock().unwrap_or_else(|e| e.into_inner()).get(backend).cloned();
+        let Some(pod) = pod else { return };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let per = sessions.entry(server.to_owned()).or_default();
+        let n = per.entry(pod.clone()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            per.remove(&pod);
+        }
+        if per.is_empty() {
+            sessions.remove(server);
+        }
+        drop(sessions);
+        self.changed.notify_one();
+    }
+}
+
+/// `podIP:port` of a ready pod (port: its `minecraft` container port).
+fn pod_address(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let ready = status.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    if !ready {
+        return None;
+    }
+    let ip = status.pod_ip.as_ref()?;
+    let port = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|p| p.name.as_deref() == Some("minecraft")))
+        .map(|p| p.container_port)
+        .unwrap_or(GAME_PORT);
+    Some(if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
+}
+
+impl Lifecycle for KubeDiscovery {
+    fn watch(&self, server: &str) -> Option<watch::Receiver<Phase>> {
+        self.phases.lock().unwrap_or_else(|e| e.into_inner()).get(server).map(|tx| tx.subscribe())
+    }
+
+    fn wake(&self, server: &str, player: &str) {
+        let Some((ns, name)) = server.split_once('/') else { return };
+        self.phase_sender(server).send_if_modified(|p| {
+            let sleeping = *p == Phase::Sleeping;
+            if sleeping {
+                *p = Phase::Starting;
+            }
+            sleeping
+        });
+        let api: Api<MinecraftServer> = Api::namespaced(self.client.clone(), ns);
+        let (name, player) = (name.to_owned(), player.to_owned());
+        let patch = json!({ "metadata": { "annotations": { WAKE_ANNOTATION: Timestamp::now().to_string() } } });
+        tokio::spawn(async move {
+            match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => info!(server = %name, %player, "wake requested"),
+                Err(e) => warn!(server = %name, error = %e, "cannot request the wake"),
+            }
+        });
+    }
+
+    fn may_wake(&self, _server: &str, _player: &str, _uuid: Option<u128>) -> bool {
+        true
+    }
+
+    fn start_estimate(&self, _server: &str) -> Duration {
+        DEFAULT_ESTIMATE
+    }
+
+    fn session_opened(&self, server: &str, backend: &str) {
+        self.count(server, backend, 1);
+    }
+
+    fn session_closed(&self, server: &str, backend: &str) {
+        self.count(server, backend, -1);
+    }
+}
