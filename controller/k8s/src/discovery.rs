@@ -163,7 +163,8 @@ impl KubeDiscovery {
                 "spec": {
                     "holderIdentity": self.identity,
                     "leaseDurationSeconds": REPORT_TTL.as_secs(),
-                    "renewTime": Timestamp::now().to_string(),
+                    // MicroTime serialises as the API server expects (microseconds).
+                    "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now()),
                 },
             });
             if let Err(e) = api.patch(&name, &params, &Patch::Apply(&lease)).await {

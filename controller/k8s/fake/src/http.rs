@@ -128,6 +128,14 @@ impl Request<'_> {
     }
 
     fn body_json(&self) -> Result<Value, ApiError> {
+        // Only JSON and YAML bodies are understood. A protobuf or CBOR body gets the 415 a
+        // server without that codec gives; client-go (kubectl) then retries in JSON.
+        if let Some(ct) = self.content_type
+            && !ct.contains("json")
+            && !ct.contains("yaml")
+        {
+            return Err(ApiError::unsupported_media_type(ct));
+        }
         let parsed = if self.content_type.is_some_and(|ct| ct.contains("yaml")) {
             serde_yaml::from_slice(self.body).map_err(|e| e.to_string())
         } else {
