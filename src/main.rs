@@ -33,8 +33,13 @@ enum Command {
     Controller,
     /// Print the MinecraftServer CRD (YAML) generated from the Rust types.
     Crdgen,
-    /// Run the management API (not built yet: see the issues).
-    Api,
+    /// Run the management API (REST under /v1; SQLite by default,
+    /// DATABASE_URL for PostgreSQL).
+    Api {
+        /// TOML file with the API settings; defaults apply without one.
+        #[arg(long, short, env = "RESPAWN_API_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Run every component in one process on the embedded default.
     Up {
         #[arg(long, short, env = "RESPAWN_CONFIG", default_value = "examples/respawn.toml")]
@@ -93,7 +98,10 @@ fn main() -> Result<()> {
                 print!("{}", respawn_k8s::crd::crd_yaml());
                 Ok(())
             }
-            Command::Api => anyhow::bail!("the API is not built yet"),
+            Command::Api { config } => {
+                let config = respawn_api::ApiConfig::load(config.as_deref())?;
+                respawn_api::run(config, shutdown).await
+            }
         }
     })
 }
