@@ -63,6 +63,113 @@ pub fn json_patch(doc: &mut Value, body: &[u8]) -> Result<(), JsonPatchError> {
     Ok(())
 }
 
+/// List fields a strategic merge patch merges item by item, keyed as the built-in types
+/// declare with `patchMergeKey` (the commonly patched ones; other lists are replaced).
+const MERGE_KEYS: &[(&str, &str)] = &[
+    ("containers", "name"),
+    ("initContainers", "name"),
+    ("ephemeralContainers", "name"),
+    ("env", "name"),
+    ("volumes", "name"),
+    ("volumeMounts", "mountPath"),
+    ("volumeDevices", "devicePath"),
+    ("imagePullSecrets", "name"),
+    ("conditions", "type"),
+    ("ownerReferences", "uid"),
+    ("hostAliases", "ip"),
+    ("topologySpreadConstraints", "topologyKey"),
+];
+
+fn merge_key(field: &str, patch_items: &[Value]) -> Option<&'static str> {
+    if field == "ports" {
+        // Container ports merge on containerPort, Service ports on port.
+        let container = patch_items.iter().any(|i| i.get("containerPort").is_some());
+        return Some(if container { "containerPort" } else { "port" });
+    }
+    MERGE_KEYS.iter().find(|(f, _)| *f == field).map(|(_, key)| *key)
+}
+
+fn is_delete_directive(value: &Value) -> bool {
+    value.get("$patch").and_then(Value::as_str) == Some("delete")
+}
+
+/// A patch value with its `$` directives removed, for storing.
+fn without_directives(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), without_directives(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_directives).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Applies a strategic merge patch the way the API server does for the common cases:
+/// maps merge, `null` deletes, lists with a known merge key (containers, env, ports,
+/// volumes, conditions, …) merge item by item, `finalizers` merge as a set, and the
+/// directives `$patch: delete|replace` and `$deleteFromPrimitiveList/…` apply; other
+/// directives (`$setElementOrder`, `$retainKeys`) are dropped and other lists replaced.
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_map) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if patch_map.get("$patch").and_then(Value::as_str) == Some("replace") {
+        *target = without_directives(patch);
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    let Value::Object(target_map) = target else { return };
+    for (key, value) in patch_map {
+        if let Some(list) = key.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(Value::Array(items)), Value::Array(remove)) = (target_map.get_mut(list), value) {
+                items.retain(|item| !remove.contains(item));
+            }
+            continue;
+        }
+        if key.starts_with('$') {
+            continue;
+        }
+        if value.is_null() || is_delete_directive(value) {
+            target_map.remove(key);
+            continue;
+        }
+        match (target_map.get_mut(key), value) {
+            (Some(existing @ Value::Object(_)), Value::Object(_)) => strategic_merge(existing, value),
+            (Some(Value::Array(existing)), Value::Array(items)) if key == "finalizers" => {
+                for item in items {
+                    if !existing.contains(item) {
+                        existing.push(item.clone());
+                    }
+                }
+            }
+            (Some(Value::Array(existing)), Value::Array(items)) if merge_key(key, items).is_some() => {
+                let merge_on = merge_key(key, items).unwrap_or("name");
+                for item in items {
+                    let id = item.get(merge_on);
+                    let found = id.and_then(|id| existing.iter().position(|e| e.get(merge_on) == Some(id)));
+                    match found {
+                        Some(index) if is_delete_directive(item) => {
+                            existing.remove(index);
+                        }
+                        Some(index) => strategic_merge(&mut existing[index], item),
+                        None if is_delete_directive(item) => {}
+                        None => existing.push(without_directives(item)),
+                    }
+                }
+            }
+            _ => {
+                target_map.insert(key.clone(), without_directives(value));
+            }
+        }
+    }
+}
+
 /// A field's location, as map keys from the object's root.
 pub type FieldPath = Vec<String>;
 
@@ -169,6 +276,31 @@ mod tests {
         ));
         assert_eq!(doc, json!({ "a": 1 }));
         assert!(matches!(json_patch(&mut doc, b"{}"), Err(JsonPatchError::Malformed(_))));
+    }
+
+    #[test]
+    fn strategic_merge_merges_keyed_lists_and_honours_directives() {
+        let mut pod = json!({ "metadata": { "finalizers": ["a"], "labels": { "x": "1", "y": "2" } },
+            "spec": { "containers": [{ "name": "mc", "image": "old", "ports": [{ "containerPort": 25565 }] },
+                                      { "name": "sidecar", "image": "s" }],
+                      "tolerations": [{ "key": "t" }] } });
+        let patch = json!({
+            "metadata": { "finalizers": ["b"], "labels": { "y": null } },
+            "spec": { "$setElementOrder/containers": [{ "name": "mc" }],
+                      "containers": [{ "name": "mc", "image": "new" }, { "name": "sidecar", "$patch": "delete" }],
+                      "tolerations": [{ "key": "u" }] } });
+        strategic_merge(&mut pod, &patch);
+        assert_eq!(
+            pod,
+            json!({ "metadata": { "finalizers": ["a", "b"], "labels": { "x": "1" } },
+            "spec": { "containers": [{ "name": "mc", "image": "new", "ports": [{ "containerPort": 25565 }] }],
+                      "tolerations": [{ "key": "u" }] } })
+        );
+        strategic_merge(
+            &mut pod,
+            &json!({ "metadata": { "$deleteFromPrimitiveList/finalizers": ["a"] } }),
+        );
+        assert_eq!(pod["metadata"]["finalizers"], json!(["b"]));
     }
 
     #[test]

@@ -172,26 +172,42 @@ pub fn builtins() -> Vec<ResourceType> {
     let mut events = builtin("events.k8s.io", "v1", "Event", "events", true);
     events.short_names = strings(&["ev"]);
 
+    let short = |mut rt: ResourceType, names: &[&str]| {
+        rt.short_names = strings(names);
+        rt
+    };
     vec![
         namespaces,
         pods,
-        with_status(builtin("", "v1", "Service", "services", true)),
-        builtin("", "v1", "Endpoints", "endpoints", true),
+        short(with_status(builtin("", "v1", "Service", "services", true)), &["svc"]),
+        short(builtin("", "v1", "Endpoints", "endpoints", true), &["ep"]),
         core_events,
-        builtin("", "v1", "ConfigMap", "configmaps", true),
+        short(builtin("", "v1", "ConfigMap", "configmaps", true), &["cm"]),
         secrets,
-        builtin("", "v1", "ServiceAccount", "serviceaccounts", true),
-        with_status(builtin(
-            "",
-            "v1",
-            "PersistentVolumeClaim",
-            "persistentvolumeclaims",
-            true,
-        )),
-        nodes,
-        workload(builtin("apps", "v1", "StatefulSet", "statefulsets", true)),
-        workload(builtin("apps", "v1", "Deployment", "deployments", true)),
-        workload(builtin("apps", "v1", "ReplicaSet", "replicasets", true)),
+        short(builtin("", "v1", "ServiceAccount", "serviceaccounts", true), &["sa"]),
+        short(
+            with_status(builtin(
+                "",
+                "v1",
+                "PersistentVolumeClaim",
+                "persistentvolumeclaims",
+                true,
+            )),
+            &["pvc"],
+        ),
+        short(nodes, &["no"]),
+        short(
+            workload(builtin("apps", "v1", "StatefulSet", "statefulsets", true)),
+            &["sts"],
+        ),
+        short(
+            workload(builtin("apps", "v1", "Deployment", "deployments", true)),
+            &["deploy"],
+        ),
+        short(
+            workload(builtin("apps", "v1", "ReplicaSet", "replicasets", true)),
+            &["rs"],
+        ),
         builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
         events,
         builtin("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true),

@@ -9,5 +9,7 @@ mod controller;
 mod crd;
 mod crud;
 mod faults;
+mod patches;
+mod runtime;
 mod subresources;
 mod watch;
