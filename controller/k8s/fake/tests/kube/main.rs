@@ -11,5 +11,6 @@ mod crud;
 mod faults;
 mod patches;
 mod runtime;
+mod server;
 mod subresources;
 mod watch;
