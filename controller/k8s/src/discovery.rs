@@ -44,7 +44,10 @@ pub struct KubeDiscovery {
     namespace: String,
     identity: String,
     phases: Mutex<HashMap<String, watch::Sender<Phase>>>,
-    /// "ns/name" → pod → players on it through this proxy.
+    /// "ns/name" → backend address → players on it through this proxy.
+    /// Keyed by address (known at open and close alike); pod names are
+    /// looked up when reporting, so a pod that turns unready in between
+    /// cannot strand a count.
     sessions: Mutex<BTreeMap<String, BTreeMap<String, u32>>>,
     /// backend address → pod name.
     pods_by_addr: Mutex<HashMap<String, String>>,
@@ -114,9 +117,11 @@ impl KubeDiscovery {
                 if ordinal.is_some() && ordinal == status.draining_ordinal {
                     continue; // draining: no new players
                 }
-                let Some(addr) = pod_address(pod) else { continue };
+                let Some((addr, ready)) = pod_address(pod) else { continue };
                 addrs.insert(addr.clone(), pod.name_any());
-                backends.push(addr);
+                if ready {
+                    backends.push(addr);
+                }
             }
             backends.sort();
             let phase = match (backends.is_empty(), status.phase) {
@@ -151,7 +156,7 @@ impl KubeDiscovery {
         let name = format!("respawn-proxy-{}", self.identity);
         let params = PatchParams::apply(&format!("respawn-proxy-{}", self.identity)).force();
         loop {
-            let report: Report = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let report = self.report();
             let lease = json!({
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -179,15 +184,29 @@ impl KubeDiscovery {
         }
     }
 
+    /// This proxy's players per server and pod, as the Lease carries them.
+    pub fn report(&self) -> Report {
+        let pods = self.pods_by_addr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .iter()
+            .map(|(server, per)| {
+                let mut by_pod: BTreeMap<String, u32> = BTreeMap::new();
+                for (addr, n) in per {
+                    *by_pod.entry(pods.get(addr).cloned().unwrap_or_else(|| addr.clone())).or_default() += n;
+                }
+                (server.clone(), by_pod)
+            })
+            .collect()
+    }
+
     fn count(&self, server: &str, backend: &str, delta: i32) {
-        let pod = self.pods_by_addr.lock().unwrap_or_else(|e| e.into_inner()).get(backend).cloned();
-        let Some(pod) = pod else { return };
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let per = sessions.entry(server.to_owned()).or_default();
-        let n = per.entry(pod.clone()).or_default();
+        let n = per.entry(backend.to_owned()).or_default();
         *n = n.saturating_add_signed(delta);
         if *n == 0 {
-            per.remove(&pod);
+            per.remove(backend);
         }
         if per.is_empty() {
             sessions.remove(server);
@@ -197,13 +216,11 @@ impl KubeDiscovery {
     }
 }
 
-/// `podIP:port` of a ready pod (port: its `minecraft` container port).
-fn pod_address(pod: &Pod) -> Option<String> {
+/// `podIP:port` of a pod that has an IP (port: its `minecraft` container
+/// port), and whether it is ready.
+fn pod_address(pod: &Pod) -> Option<(String, bool)> {
     let status = pod.status.as_ref()?;
-    let ready = status.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-    if !ready {
-        return None;
-    }
+    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
     let ip = status.pod_ip.as_ref()?;
     let port = pod
         .spec
@@ -211,7 +228,7 @@ fn pod_address(pod: &Pod) -> Option<String> {
         .and_then(|s| s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|p| p.name.as_deref() == Some("minecraft")))
         .map(|p| p.container_port)
         .unwrap_or(GAME_PORT);
-    Some(if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
+    Some((if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }, ready))
 }
 
 impl Lifecycle for KubeDiscovery {
