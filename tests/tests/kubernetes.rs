@@ -295,6 +295,11 @@ async fn conflicts_are_retried_and_a_wake_survives_a_controller_restart() {
     eventually("phase Waking", Duration::from_secs(5), || async { phase(&servers, "lobby").await == Some(ServerPhase::Waking) }).await;
     let status = servers.get("lobby").await.unwrap().status.unwrap();
     assert_eq!(status.handled_wake.as_deref(), Some("2026-11-22T00:00:00Z"));
+    // The policy's memory survives the reconciles that follow (no stale overwrite).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = servers.get("lobby").await.unwrap().status.unwrap();
+    assert!(status.last_wake.is_some(), "{status:?}");
+    assert!(status.last_decision.is_some_and(|d| d.reason.contains("waking")), "the wake's reason is kept");
     stop.cancel();
 }
 

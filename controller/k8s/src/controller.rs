@@ -144,7 +144,12 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
     let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let mcs_api: Api<MinecraftServer> = Api::namespaced(ctx.client.clone(), &ns);
 
-    // Observe.
+    // Observe. The object handed in may predate our own last status write
+    // (the watch cache lags): read it fresh, since the policy's memory lives
+    // in that status.
+    let Some(mcs) = mcs_api.get_opt(&name).await?.map(Arc::new) else {
+        return Ok(Action::await_change()); // deleted meanwhile
+    };
     let current = sts_api.get_opt(&name).await?;
     let replicas = current.as_ref().and_then(|s| s.spec.as_ref()?.replicas).unwrap_or(0).max(0) as u32;
     let ready = current.as_ref().and_then(|s| s.status.as_ref()?.ready_replicas).unwrap_or(0).max(0) as u32;
