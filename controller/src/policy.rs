@@ -92,6 +92,9 @@ pub enum Reason {
     Stabilizing { target: u32, remaining: Duration },
     /// A lower target would remove replicas that still have players.
     HoldingPlayers { floor: u32 },
+    /// Set by a runtime, not by `decide`: the drained replica's players had
+    /// their time (Kubernetes drain timeout).
+    DrainTimeout { ordinal: u32 },
     Asleep,
     Steady,
 }
@@ -116,6 +119,7 @@ impl fmt::Display for Reason {
                 write!(f, "target {target} is lower; waiting {}s more before scaling down", remaining.as_secs())
             }
             Reason::HoldingPlayers { floor } => write!(f, "replicas up to {floor} still have players"),
+            Reason::DrainTimeout { ordinal } => write!(f, "replica {ordinal} drained past the drain timeout: removing it"),
             Reason::Asleep => write!(f, "asleep"),
             Reason::Steady => write!(f, "steady"),
         }

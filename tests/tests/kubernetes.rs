@@ -341,6 +341,22 @@ async fn fleets_follow_players_and_vanished_proxies_stop_counting() {
     report(&fake, "a", json!({ "acme/games": { "games-0": 1 } }), 60).await;
     eventually("scaled down to 1", Duration::from_secs(10), || async { sts_replicas(&fake, "acme", "games").await == Some(1) }).await;
 
+    // A drain timeout: with 3 replicas and a player stuck on pod 2, the
+    // drained pod goes after drainTimeoutSeconds even with a player on it.
+    let patch = json!({ "spec": { "drainTimeoutSeconds": 2 } });
+    servers.patch("games", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    report(&fake, "a", json!({ "acme/games": { "games-0": 5 } }), 60).await;
+    eventually("back up to 3", Duration::from_secs(5), || async { sts_replicas(&fake, "acme", "games").await == Some(3) }).await;
+    report(&fake, "a", json!({ "acme/games": { "games-0": 1, "games-2": 1 } }), 60).await;
+    eventually("pod 2 removed after the drain timeout", Duration::from_secs(15), || async {
+        sts_replicas(&fake, "acme", "games").await == Some(2)
+    })
+    .await;
+    let reason = servers.get("games").await.unwrap().status.unwrap().last_decision.unwrap().reason;
+    assert!(reason.contains("drain timeout"), "{reason}");
+    report(&fake, "a", json!({ "acme/games": { "games-0": 1 } }), 60).await;
+    eventually("down to 1 again", Duration::from_secs(10), || async { sts_replicas(&fake, "acme", "games").await == Some(1) }).await;
+
     // Proxy b reports 4 players with a 1 s lease and then vanishes.
     report(&fake, "b", json!({ "acme/games": { "games-0": 4 } }), 1).await;
     eventually("counted", Duration::from_secs(5), || async {

@@ -169,9 +169,18 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
     };
 
     // Decide.
-    let decision = policy::decide(&policy_spec(&mcs.spec), &observed, memory, now);
+    let mut decision = policy::decide(&policy_spec(&mcs.spec), &observed, memory, now);
     let draining = matches!(decision.reason, Reason::Stabilizing { .. } | Reason::HoldingPlayers { .. })
         && decision.replicas > 0;
+    let draining_since = draining.then(|| status.draining_since.as_deref().and_then(to_epoch).unwrap_or(now));
+    // Past the drain timeout, the drained replica goes even with players on it.
+    let drain_timeout = Duration::from_secs(mcs.spec.drain_timeout_seconds.into());
+    if let (Reason::HoldingPlayers { .. }, Some(since)) = (&decision.reason, draining_since) {
+        if now.saturating_sub(since) >= drain_timeout && replicas > 0 {
+            decision.replicas = replicas - 1;
+            decision.reason = Reason::DrainTimeout { ordinal: replicas - 1 };
+        }
+    }
 
     // Act.
     let apply = PatchParams::apply(FIELD_MANAGER).force();
@@ -209,6 +218,7 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
         }),
         conflicts: hostname_conflicts(&mcs, &servers),
         draining_ordinal: draining.then(|| decision.replicas.max(replicas).saturating_sub(1)),
+        draining_since: draining_since.filter(|_| draining && decision.replicas >= replicas).map(from_epoch),
         observed_generation: mcs.metadata.generation,
     };
     if mcs.status.as_ref() != Some(&new_status) {

@@ -201,6 +201,9 @@ pub struct MinecraftServerStatus {
     /// Ordinal being drained before a scale-down, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining_ordinal: Option<u32>,
+    /// When that drain started (the drain timeout counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_since: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
