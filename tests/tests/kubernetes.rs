@@ -174,12 +174,11 @@ fn kubelet(fake: &FakeApiServer, ns: &'static str, name: &'static str, start: Ar
                     }
                 }
             }
-            if let Some(mut sts) = cluster.object("apps/v1", "StatefulSet", ns, name) {
-                if sts["status"]["readyReplicas"] != json!(ready) || sts["status"]["replicas"] != json!(pods.len()) {
+            if let Some(mut sts) = cluster.object("apps/v1", "StatefulSet", ns, name)
+                && (sts["status"]["readyReplicas"] != json!(ready) || sts["status"]["replicas"] != json!(pods.len())) {
                     sts["status"] = json!({ "replicas": pods.len(), "readyReplicas": ready });
                     cluster.set(sts).unwrap();
                 }
-            }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     });

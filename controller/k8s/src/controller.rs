@@ -175,12 +175,11 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
     let draining_since = draining.then(|| status.draining_since.as_deref().and_then(to_epoch).unwrap_or(now));
     // Past the drain timeout, the drained replica goes even with players on it.
     let drain_timeout = Duration::from_secs(mcs.spec.drain_timeout_seconds.into());
-    if let (Reason::HoldingPlayers { .. }, Some(since)) = (&decision.reason, draining_since) {
-        if now.saturating_sub(since) >= drain_timeout && replicas > 0 {
+    if let (Reason::HoldingPlayers { .. }, Some(since)) = (&decision.reason, draining_since)
+        && now.saturating_sub(since) >= drain_timeout && replicas > 0 {
             decision.replicas = replicas - 1;
             decision.reason = Reason::DrainTimeout { ordinal: replicas - 1 };
         }
-    }
 
     // Act.
     let apply = PatchParams::apply(FIELD_MANAGER).force();

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 /// (`/data`, `EULA`, `TYPE`, `VERSION`, RCON) shape the rendered StatefulSet.
 pub const DEFAULT_IMAGE: &str = "itzg/minecraft-server";
 
+// Several `printcolumn(...)` arguments are the derive's syntax, not duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "respawn.dev",
