@@ -265,25 +265,27 @@ impl Config {
         if !(1024..=crate::protocol::frame::MAX_FRAME_LEN).contains(&l.max_status_bytes) {
             return Err(invalid("limits.max_status_bytes", "must be between 1024 and 2097151"));
         }
+        // Routes and servers share one namespace of names and of hostnames.
         let mut names = std::collections::HashSet::new();
         let mut hosts = std::collections::HashMap::new();
-        for (i, route) in self.routes.iter().enumerate() {
-            let at = |f: &str| format!("routes[{i}].{f}");
-            if route.name.is_empty() || route.name.len() > 63 {
+        let mut claim = |at: &dyn Fn(&str) -> String, name: &str, hostnames: &[String]| -> Result<(), ConfigError> {
+            if name.is_empty() || name.len() > 63 {
                 return Err(invalid(at("name"), "must be 1 to 63 characters"));
             }
-            if !names.insert(route.name.as_str()) {
-                return Err(invalid(at("name"), format!("route `{}` is defined twice", route.name)));
+            if !names.insert(name.to_owned()) {
+                return Err(invalid(at("name"), format!("`{name}` is already a route or server")));
             }
-            for (j, host) in route.hostnames.iter().enumerate() {
+            for (j, host) in hostnames.iter().enumerate() {
                 let key = validate_hostname_pattern(host).map_err(|m| invalid(at(&format!("hostnames[{j}]")), m))?;
-                if let Some(other) = hosts.insert(key, route.name.clone()) {
-                    return Err(invalid(
-                        at(&format!("hostnames[{j}]")),
-                        format!("`{host}` is already routed to `{other}`"),
-                    ));
+                if let Some(other) = hosts.insert(key, name.to_owned()) {
+                    return Err(invalid(at(&format!("hostnames[{j}]")), format!("`{host}` is already routed to `{other}`")));
                 }
             }
+            Ok(())
+        };
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = |f: &str| format!("routes[{i}].{f}");
+            claim(&at, &route.name, &route.hostnames)?;
             if route.backends.is_empty() {
                 return Err(invalid(at("backends"), "needs at least one backend address"));
             }
@@ -297,21 +299,11 @@ impl Config {
         }
         for (i, server) in self.servers.iter().enumerate() {
             let at = |f: &str| format!("servers[{i}].{f}");
-            if server.name.is_empty() || server.name.len() > 63 {
-                return Err(invalid(at("name"), "must be 1 to 63 characters"));
-            }
-            if !names.insert(server.name.as_str()) {
-                return Err(invalid(at("name"), format!("`{}` is already a route or server", server.name)));
-            }
-            for (j, host) in server.hostnames.iter().enumerate() {
-                let key = validate_hostname_pattern(host).map_err(|m| invalid(at(&format!("hostnames[{j}]")), m))?;
-                if let Some(other) = hosts.insert(key, server.name.clone()) {
-                    return Err(invalid(at(&format!("hostnames[{j}]")), format!("`{host}` is already routed to `{other}`")));
-                }
-            }
+            claim(&at, &server.name, &server.hostnames)?;
             validate_backend(&server.address).map_err(|m| invalid(at("address"), m))?;
             server.validate().map_err(|(f, m)| invalid(at(f), m))?;
         }
+        drop(claim);
         if let Some(default) = &self.default_route
             && !names.contains(default.as_str()) {
                 return Err(invalid("default_route", format!("no route is named `{default}`")));
