@@ -303,7 +303,6 @@ impl Config {
             validate_backend(&server.address).map_err(|m| invalid(at("address"), m))?;
             server.validate().map_err(|(f, m)| invalid(at(f), m))?;
         }
-        drop(claim);
         if let Some(default) = &self.default_route
             && !names.contains(default.as_str()) {
                 return Err(invalid("default_route", format!("no route is named `{default}`")));
