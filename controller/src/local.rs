@@ -320,6 +320,32 @@ struct Process {
     stdin: Option<ChildStdin>,
     started: Instant,
     ready: bool,
+    /// Kills what the server left behind (a wrapper script's children).
+    group: GroupGuard,
+}
+
+/// The server runs in its own process group; when it is gone (stopped,
+/// crashed, or the runtime dropped it), the whole group is killed so no
+/// grandchild keeps its port. `kill` instead of a libc call keeps this crate
+/// free of unsafe code.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn signal(&self, signal: &str) {
+        if let Some(pgid) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args([signal, "--", &format!("-{pgid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal("-KILL");
+    }
 }
 
 async fn supervise(rt: Arc<LocalRuntime>, m: Arc<Managed>, shutdown: CancellationToken) {
@@ -365,7 +391,8 @@ async fn supervise(rt: Arc<LocalRuntime>, m: Arc<Managed>, shutdown: Cancellatio
                     rt.metrics.starts.with_label_values(&[&m.config.name]).inc();
                     m.phase.send_replace(Phase::Starting);
                     let stdin = child.stdin.take();
-                    proc = Some(Process { child, stdin, started: Instant::now(), ready: false });
+                    let group = GroupGuard(child.id());
+                    proc = Some(Process { child, stdin, started: Instant::now(), ready: false, group });
                 }
                 Err(e) => {
                     warn!(error = %e, "server failed to start");
@@ -475,6 +502,8 @@ async fn start(rt: &LocalRuntime, m: &Managed) -> std::io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group, so stopping it reaches a wrapper's children.
+        .process_group(0)
         .spawn()?;
     let sink = Arc::new(Mutex::new(LogSink::open(&m.log, rt.runtime.log_max_bytes, rt.runtime.log_keep)?));
     if let Some(out) = child.stdout.take() {
@@ -499,7 +528,7 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(reader: BufReader<R>, sink: Arc<M
 
 /// Graceful stop: the stop command on stdin, then SIGTERM, then SIGKILL.
 async fn stop(config: &ServerConfig, p: Process) {
-    let Process { mut child, stdin, .. } = p;
+    let Process { mut child, stdin, group, .. } = p;
     let timeout = Duration::from_millis(config.stop_timeout_ms);
     if let Some(mut stdin) = stdin {
         let _ = stdin.write_all(format!("{}\n", config.stop_command).as_bytes()).await;
@@ -509,16 +538,14 @@ async fn stop(config: &ServerConfig, p: Process) {
     if tokio::time::timeout(timeout, child.wait()).await.is_ok() {
         return;
     }
-    if let Some(pid) = child.id() {
-        warn!(pid, "server ignored the stop command: SIGTERM");
-        // `kill` instead of a libc call keeps this crate free of unsafe code.
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_ok() {
-            return;
-        }
+    warn!("server ignored the stop command: SIGTERM");
+    group.signal("-TERM");
+    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_ok() {
+        return;
     }
     warn!("server ignored SIGTERM: killing it");
     let _ = child.kill().await;
+    // Dropping `group` SIGKILLs whatever is left of it.
 }
 
 /// Appends lines to a file, rotating it to `.1`, `.2`, … past `max_bytes`.
