@@ -567,9 +567,21 @@ async fn status_exchange(
         at += used;
         match packet {
             StatusC2s::Request if !answered => {
-                let request = Cow::Borrowed(&buf[..at]);
-                let json = status_json(shared, state, route, host, hs.protocol, request, client_addr, local).await;
-                let out = encode_status_response(&json);
+                // Fast path: a fresh cached frame for a server that is up.
+                let cached = route
+                    .filter(|r| shared.phase(&r.name).is_none_or(|p| p == Phase::Running))
+                    .and_then(|r| shared.cache.fresh_frame(&r.name, hs.protocol, state.config.status.cache_ttl()));
+                let out = match cached {
+                    Some(frame) => {
+                        shared.metrics.status_requests.with_label_values(&["hit"]).inc();
+                        frame
+                    }
+                    None => {
+                        let request = Cow::Borrowed(&buf[..at]);
+                        let json = status_json(shared, state, route, host, hs.protocol, request, client_addr, local).await;
+                        encode_status_response(&json).into()
+                    }
+                };
                 timeout_at(deadline.max(Instant::now() + Duration::from_secs(1)), client.write_all(&out))
                     .await
                     .map_err(|_| ConnError::Timeout)??;

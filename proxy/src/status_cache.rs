@@ -11,6 +11,8 @@ use std::{
 };
 
 use serde_json::{Value, json};
+
+use crate::protocol::status::encode_status_response;
 use valence_protocol::text::Text;
 
 pub const MAX_PROTOCOLS_PER_ROUTE: usize = 16;
@@ -19,6 +21,8 @@ pub const MAX_PROTOCOLS_PER_ROUTE: usize = 16;
 struct Entry {
     protocol: i32,
     json: Arc<str>,
+    /// The status response packet, encoded once: a cache hit is one write.
+    frame: bytes::Bytes,
     /// None: loaded from disk, never fresh.
     at: Option<Instant>,
 }
@@ -49,6 +53,13 @@ impl StatusCache {
         (e.at?.elapsed() < ttl).then(|| e.json.clone())
     }
 
+    /// The encoded status response for this route and protocol if younger than `ttl`.
+    pub fn fresh_frame(&self, route: &str, protocol: i32, ttl: Duration) -> Option<bytes::Bytes> {
+        let map = self.lock();
+        let e = map.get(route)?.iter().find(|e| e.protocol == protocol)?;
+        (e.at?.elapsed() < ttl).then(|| e.frame.clone())
+    }
+
     /// Any cached answer for the route, however old: this protocol's first,
     /// else the newest.
     pub fn last_known(&self, route: &str, protocol: i32) -> Option<Arc<str>> {
@@ -68,8 +79,9 @@ impl StatusCache {
         if let Some(e) = entries.iter_mut().find(|e| e.protocol == protocol) {
             if e.json != json {
                 self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                e.frame = encode_status_response(&json).into();
+                e.json = json;
             }
-            e.json = json;
             e.at = now;
             return;
         }
@@ -78,7 +90,7 @@ impl StatusCache {
             && let Some(oldest) = entries.iter().enumerate().min_by_key(|(_, e)| e.at).map(|(i, _)| i) {
                 entries.swap_remove(oldest);
             }
-        entries.push(Entry { protocol, json, at: now });
+        entries.push(Entry { protocol, frame: encode_status_response(&json).into(), json, at: now });
     }
 
     /// Loads a cache saved by [`StatusCache::save`]; its entries are stale
@@ -95,7 +107,7 @@ impl StatusCache {
             let entries = entries
                 .into_iter()
                 .take(MAX_PROTOCOLS_PER_ROUTE)
-                .map(|(protocol, json)| Entry { protocol, json: json.into(), at: None })
+                .map(|(protocol, json)| Entry { protocol, frame: encode_status_response(&json).into(), json: json.into(), at: None })
                 .collect();
             map.insert(route.into(), entries);
         }
@@ -191,6 +203,8 @@ mod tests {
         assert!(c.fresh("survival", 47, Duration::from_secs(5)).is_none());
         c.put(&r, 47, "{\"a\":1}".into());
         assert_eq!(c.fresh("survival", 47, Duration::from_secs(5)).as_deref(), Some("{\"a\":1}"));
+        let frame = c.fresh_frame("survival", 47, Duration::from_secs(5)).unwrap();
+        assert_eq!(&frame[..], &encode_status_response("{\"a\":1}")[..]);
         assert!(c.fresh("survival", 47, Duration::ZERO).is_none());
         assert!(c.fresh("survival", 48, Duration::from_secs(5)).is_none());
         assert_eq!(c.last_known("survival", 48).as_deref(), Some("{\"a\":1}"));

@@ -265,6 +265,10 @@ async fn a_bot_wakes_a_hibernated_server_then_it_sleeps_again() {
     eventually("hibernated again", Duration::from_secs(10), || async { phase(&servers, "squid").await == Some(ServerPhase::Hibernated) }).await;
     let status = servers.get("squid").await.unwrap().status.unwrap();
     assert!(status.last_decision.unwrap().reason.contains("nobody played"), "the reason is recorded");
+    // Both scale decisions were recorded as Events on the resource.
+    let events = fake.objects("events.k8s.io/v1", "Event");
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert!(reasons.contains(&"ScaledUp") && reasons.contains(&"ScaledDown"), "{events:?}");
     stop_proxy.cancel();
     stop_controller.cancel();
 }
