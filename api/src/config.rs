@@ -2,6 +2,7 @@
 //! and the bounds. Unknown keys are refused and every check names its field.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -44,6 +45,8 @@ pub struct ApiConfig {
     pub auth_failures_per_minute: u32,
     pub auth_failure_burst: u32,
     pub shutdown_grace_s: u64,
+    /// Where backups are kept and how many (`[backups]` in TOML).
+    pub backups: BackupConfig,
 }
 
 impl Default for ApiConfig {
@@ -57,7 +60,144 @@ impl Default for ApiConfig {
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             auth_failure_burst: DEFAULT_AUTH_FAILURE_BURST,
             shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
+            backups: BackupConfig::default(),
         }
+    }
+}
+
+/// Default local backup store: beside the default SQLite file.
+pub const DEFAULT_BACKUP_DIR: &str = "data/backups";
+/// Where archives are written before upload and downloaded before a restore.
+pub const DEFAULT_BACKUP_WORK_DIR: &str = "data/backup-work";
+/// Backups kept per server when it has no policy of its own: a week of dailies.
+pub const DEFAULT_BACKUP_KEEP_LAST: u32 = 7;
+/// The most a server may ask to keep (one backup is a whole world).
+pub const MAX_BACKUP_KEEP_LAST: u32 = 1000;
+/// Backup and restore jobs running at once across all servers: each reads a
+/// whole world from disk and compresses it on a core.
+pub const DEFAULT_BACKUP_CONCURRENCY: usize = 2;
+/// Region for S3 when none is given (S3 look-alikes mostly ignore it).
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+
+/// Which object store holds the archives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupStoreKind {
+    /// Files under `local_dir` (the embedded default).
+    Local,
+    /// An S3 bucket, or anything that speaks S3 (MinIO, Ceph, R2, moto).
+    S3,
+}
+
+/// `[backups]`: the store and the defaults. S3 credentials may be left out
+/// here and come from the usual `AWS_*` environment variables instead.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    pub store: BackupStoreKind,
+    /// Root of the local store (`store = "local"`).
+    pub local_dir: PathBuf,
+    /// Scratch space for archives in flight; needs room for the largest one.
+    pub work_dir: PathBuf,
+    /// Retention for servers without a policy of their own; 0 keeps all.
+    pub default_keep_last: u32,
+    /// Backup and restore jobs at once (others wait their turn, `queued`).
+    pub max_concurrent: usize,
+    /// `http(s)://host:port` of an S3-compatible service; empty for AWS itself.
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    /// Keys under this prefix (`respawn/`), so one bucket can serve several uses.
+    pub s3_prefix: Option<String>,
+    /// Allow a plain `http://` endpoint (emulators, a MinIO on loopback).
+    pub s3_allow_http: bool,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            store: BackupStoreKind::Local,
+            local_dir: PathBuf::from(DEFAULT_BACKUP_DIR),
+            work_dir: PathBuf::from(DEFAULT_BACKUP_WORK_DIR),
+            default_keep_last: DEFAULT_BACKUP_KEEP_LAST,
+            max_concurrent: DEFAULT_BACKUP_CONCURRENCY,
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_region: DEFAULT_S3_REGION.to_owned(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_prefix: None,
+            s3_allow_http: false,
+        }
+    }
+}
+
+impl BackupConfig {
+    /// Checks the section; the field is named as in the TOML (`backups.s3_bucket`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, message: &str| Err(ConfigError { field, message: message.to_owned() });
+        if self.work_dir.as_os_str().is_empty() {
+            return bad("backups.work_dir", "must not be empty");
+        }
+        if self.default_keep_last > MAX_BACKUP_KEEP_LAST {
+            return bad("backups.default_keep_last", "must be at most 1000");
+        }
+        if self.max_concurrent == 0 || self.max_concurrent > 64 {
+            return bad("backups.max_concurrent", "must be between 1 and 64");
+        }
+        match self.store {
+            BackupStoreKind::Local => {
+                if self.local_dir.as_os_str().is_empty() {
+                    return bad("backups.local_dir", "must not be empty");
+                }
+            }
+            BackupStoreKind::S3 => {
+                let bucket = self.s3_bucket.as_deref().unwrap_or_default();
+                // S3's bucket naming rules, which the emulators enforce too.
+                let bucket_ok = (3..=63).contains(&bucket.len())
+                    && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                    && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+                if !bucket_ok {
+                    return bad("backups.s3_bucket", "must be a bucket name: 3-63 of a-z, 0-9, '-', '.'");
+                }
+                if self.s3_region.is_empty() {
+                    return bad("backups.s3_region", "must not be empty");
+                }
+                if let Some(endpoint) = &self.s3_endpoint {
+                    let Ok(url) = url::Url::parse(endpoint) else {
+                        return bad("backups.s3_endpoint", "must be an http(s):// URL");
+                    };
+                    match url.scheme() {
+                        "https" => {}
+                        "http" if self.s3_allow_http => {}
+                        "http" => {
+                            return bad("backups.s3_endpoint", "is http://; set backups.s3_allow_http to allow it");
+                        }
+                        _ => return bad("backups.s3_endpoint", "must be an http(s):// URL"),
+                    }
+                    if url.host_str().is_none_or(str::is_empty) {
+                        return bad("backups.s3_endpoint", "must name a host");
+                    }
+                }
+                if self.s3_access_key_id.is_some() != self.s3_secret_access_key.is_some() {
+                    let field = if self.s3_access_key_id.is_none() {
+                        "backups.s3_access_key_id"
+                    } else {
+                        "backups.s3_secret_access_key"
+                    };
+                    return bad(field, "give both the access key id and the secret, or neither");
+                }
+                if let Some(prefix) = &self.s3_prefix
+                    && (prefix.contains("..") || prefix.starts_with('/'))
+                {
+                    return bad("backups.s3_prefix", "must be a relative key prefix without '..'");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -89,8 +229,7 @@ impl ApiConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("reading api config {}: {e}", path.display()))?;
-                toml::from_str::<ApiConfig>(&text)
-                    .map_err(|e| anyhow::anyhow!("api config {}: {e}", path.display()))?
+                toml::from_str::<ApiConfig>(&text).map_err(|e| anyhow::anyhow!("api config {}: {e}", path.display()))?
             }
             None => ApiConfig::default(),
         }
@@ -125,7 +264,7 @@ impl ApiConfig {
         if self.auth_failure_burst == 0 {
             return bad("auth_failure_burst", "must be at least 1");
         }
-        Ok(())
+        self.backups.validate()
     }
 }
 
@@ -148,6 +287,41 @@ mod tests {
         assert_eq!(c.validate().map_err(|e| e.field), Err("database_url"));
         let c = ApiConfig { auth_failure_burst: 0, ..ApiConfig::default() };
         assert_eq!(c.validate().map_err(|e| e.field), Err("auth_failure_burst"));
+    }
+
+    #[test]
+    fn backup_settings_name_the_bad_field() {
+        let s3 = |tweak: fn(&mut BackupConfig)| {
+            let mut b = BackupConfig {
+                store: BackupStoreKind::S3,
+                s3_bucket: Some("respawn-backups".into()),
+                s3_endpoint: Some("https://s3.example.com".into()),
+                ..BackupConfig::default()
+            };
+            tweak(&mut b);
+            ApiConfig { backups: b, ..ApiConfig::default() }.validate().map_err(|e| e.field)
+        };
+        assert_eq!(s3(|_| {}), Ok(()));
+        assert_eq!(s3(|b| b.s3_bucket = None), Err("backups.s3_bucket"));
+        assert_eq!(s3(|b| b.s3_bucket = Some("Bad_Bucket".into())), Err("backups.s3_bucket"));
+        assert_eq!(s3(|b| b.s3_endpoint = Some("http://127.0.0.1:9000".into())), Err("backups.s3_endpoint"));
+        assert_eq!(
+            s3(|b| {
+                b.s3_endpoint = Some("http://127.0.0.1:9000".into());
+                b.s3_allow_http = true;
+            }),
+            Ok(())
+        );
+        assert_eq!(s3(|b| b.s3_endpoint = Some("ftp://x".into())), Err("backups.s3_endpoint"));
+        assert_eq!(s3(|b| b.s3_region = String::new()), Err("backups.s3_region"));
+        assert_eq!(s3(|b| b.s3_access_key_id = Some("AKIA".into())), Err("backups.s3_secret_access_key"));
+        assert_eq!(s3(|b| b.s3_secret_access_key = Some("s".into())), Err("backups.s3_access_key_id"));
+        assert_eq!(s3(|b| b.s3_prefix = Some("../x".into())), Err("backups.s3_prefix"));
+        assert_eq!(s3(|b| b.max_concurrent = 0), Err("backups.max_concurrent"));
+        let toml = "[backups]\nstore = \"s3\"\ns3_bucket = \"b-1\"\ns3_allow_http = true\n";
+        let parsed: ApiConfig = toml::from_str(toml).expect("parses");
+        assert_eq!(parsed.backups.store, BackupStoreKind::S3);
+        assert!(toml::from_str::<ApiConfig>("[backups]\ns3_bukket = \"x\"\n").is_err());
     }
 
     #[test]

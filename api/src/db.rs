@@ -19,6 +19,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "plugins", include_str!("../migrations/0002_plugins.sql")),
+    (3, "backups", include_str!("../migrations/0003_backups.sql")),
 ];
 
 fn migrator(locking: bool) -> Migrator {

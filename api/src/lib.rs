@@ -1,5 +1,5 @@
-//! Respawn's management API: tenants, API tokens, plans and servers over
-//! REST/JSON under `/v1`, stored with sqlx on SQLite or PostgreSQL, with an
+//! Respawn's management API: tenants, API tokens, plans, servers, plugins
+//! and backups over REST/JSON under `/v1`, stored with sqlx on SQLite or PostgreSQL, with an
 //! OpenAPI document generated from the handlers.
 //!
 //! The binary calls [`run`] (or [`run_with_runtime`] to plug in the server
@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -28,7 +29,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ApiConfig, ConfigError};
+pub use config::{ApiConfig, BackupConfig, BackupStoreKind, ConfigError};
 pub use db::Db;
 pub use runtime::{
     InMemoryRuntime, LogLine, LogQuery, Phase, PluginSpec, RuntimeError, RuntimeFuture, ServerRuntime, ServerSpec,
@@ -48,12 +49,13 @@ pub struct AppState {
     pub runtime: Arc<dyn ServerRuntime>,
     pub(crate) auth: Arc<AuthGuard>,
     pub(crate) metrics: Arc<ApiMetrics>,
+    pub backups: Arc<backup::Backups>,
     max_body_bytes: usize,
 }
 
 impl AppState {
     /// State over a connected (and migrated) database. Fails on an invalid
-    /// config, naming the field.
+    /// config, naming the field, or when the backup store cannot be set up.
     pub fn new(db: Db, runtime: Arc<dyn ServerRuntime>, config: &ApiConfig) -> anyhow::Result<AppState> {
         config.validate()?;
         Ok(AppState {
@@ -65,6 +67,7 @@ impl AppState {
                 config.auth_failure_burst,
             )),
             metrics: Arc::new(ApiMetrics::new()?),
+            backups: Arc::new(backup::Backups::new(&config.backups)?),
             max_body_bytes: config.max_body_bytes,
         })
     }
@@ -108,6 +111,11 @@ pub async fn run_with_runtime(
     let db = Db::connect(&config.database_url, config.max_connections).await?;
     db.migrate().await?;
     let state = AppState::new(db.clone(), runtime, &config)?;
+    let interrupted = store::backups::fail_interrupted(&db).await.map_err(|e| anyhow::anyhow!("backup jobs: {e:?}"))?;
+    if interrupted > 0 {
+        tracing::warn!(jobs = interrupted, "backup or restore jobs of the previous run marked failed");
+    }
+    tracing::info!(store = %state.backups.storage.describe, "backups stored");
     reapply_all(&state).await?;
     let listener = TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "api listening");

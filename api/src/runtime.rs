@@ -4,8 +4,9 @@
 //! Kubernetes writer implement it elsewhere; [`InMemoryRuntime`] is for tests
 //! and for running the API alone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Mutex;
 
@@ -126,6 +127,29 @@ pub trait ServerRuntime: Send + Sync + 'static {
     fn hibernate<'a>(&'a self, server_id: &'a str) -> RuntimeFuture<'a, ()>;
     /// Recent console lines, oldest first.
     fn logs<'a>(&'a self, server_id: &'a str, query: LogQuery) -> RuntimeFuture<'a, Vec<LogLine>>;
+
+    /// The server's data directory (world, configs, plugins), where backups
+    /// read from and restores write to; `None` when this runtime keeps no
+    /// local data for it (backups then fail with a clear error).
+    fn data_dir(&self, server_id: &str) -> Option<PathBuf> {
+        let _ = server_id;
+        None
+    }
+
+    /// Runs one console command on a running server (RCON on the local
+    /// runtime) and returns its output. Backups use it for `save-off`,
+    /// `save-all flush` and `save-on`.
+    fn console<'a>(&'a self, server_id: &'a str, command: &'a str) -> RuntimeFuture<'a, String> {
+        let _ = (server_id, command);
+        Box::pin(async { Err(RuntimeError::Unavailable("this runtime has no console".into())) })
+    }
+
+    /// A backup of the server starts (`true`) or ends (`false`): keep it up
+    /// meanwhile (the scaling policy's "backup running" pin), so it is not
+    /// stopped half-way through an archive with saving turned off.
+    fn set_backup_running(&self, server_id: &str, running: bool) {
+        let _ = (server_id, running);
+    }
 }
 
 /// One console line.
@@ -137,10 +161,24 @@ pub struct LogLine {
 }
 
 /// A runtime that runs nothing: it records what it was asked and lets tests
-/// set phases, players and log lines.
+/// set phases, players and log lines. With a data root it also hands out a
+/// data directory per server (`<root>/<server id>`, created on apply) and
+/// records console commands, so backups can be tested end to end.
 #[derive(Default)]
 pub struct InMemoryRuntime {
     servers: Mutex<HashMap<String, Simulated>>,
+    data_root: Option<PathBuf>,
+    console: Mutex<ConsoleSim>,
+}
+
+/// What the simulated console saw and which commands it is told to fail.
+#[derive(Default)]
+struct ConsoleSim {
+    /// `(server id, command)` in the order they arrived.
+    commands: Vec<(String, String)>,
+    failing: HashSet<String>,
+    /// `(server id, running)` for each `set_backup_running` call.
+    backup_flags: Vec<(String, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +191,37 @@ struct Simulated {
 impl InMemoryRuntime {
     pub fn new() -> InMemoryRuntime {
         InMemoryRuntime::default()
+    }
+
+    /// A runtime whose servers keep their data under `root/<server id>`.
+    pub fn with_data_root(root: impl Into<PathBuf>) -> InMemoryRuntime {
+        InMemoryRuntime { data_root: Some(root.into()), ..InMemoryRuntime::default() }
+    }
+
+    fn console_sim<R>(&self, f: impl FnOnce(&mut ConsoleSim) -> R) -> R {
+        f(&mut self.console.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Test hook: the console commands a server received, in order.
+    pub fn console_commands(&self, server_id: &str) -> Vec<String> {
+        self.console_sim(|c| c.commands.iter().filter(|(s, _)| s == server_id).map(|(_, cmd)| cmd.clone()).collect())
+    }
+
+    /// Test hook: make `command` fail (on every server) from now on, or
+    /// succeed again.
+    pub fn fail_command(&self, command: &str, fail: bool) {
+        self.console_sim(|c| {
+            if fail {
+                c.failing.insert(command.to_owned());
+            } else {
+                c.failing.remove(command);
+            }
+        });
+    }
+
+    /// Test hook: every `set_backup_running` value a server was given, in order.
+    pub fn backup_flags(&self, server_id: &str) -> Vec<bool> {
+        self.console_sim(|c| c.backup_flags.iter().filter(|(s, _)| s == server_id).map(|(_, on)| *on).collect())
     }
 
     fn with<R>(&self, server_id: &str, f: impl FnOnce(&mut Simulated) -> R) -> Option<R> {
@@ -192,6 +261,11 @@ impl ServerRuntime for InMemoryRuntime {
     }
 
     fn apply<'a>(&'a self, spec: &'a ServerSpec) -> RuntimeFuture<'a, ()> {
+        if let Some(dir) = self.data_dir(&spec.id)
+            && let Err(e) = std::fs::create_dir_all(&dir)
+        {
+            return Box::pin(async move { Err(RuntimeError::Unavailable(format!("creating {}: {e}", dir.display()))) });
+        }
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         servers.entry(spec.id.clone()).and_modify(|s| s.spec = spec.clone()).or_insert_with(|| Simulated {
             spec: spec.clone(),
@@ -226,5 +300,33 @@ impl ServerRuntime for InMemoryRuntime {
             })
             .unwrap_or_default();
         Box::pin(async move { Ok(lines) })
+    }
+
+    fn data_dir(&self, server_id: &str) -> Option<PathBuf> {
+        // Ids are checked by the API (`srv_` + hex) before they get here;
+        // refuse anything else rather than join it onto a path.
+        let safe = !server_id.is_empty() && server_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        self.data_root.as_ref().filter(|_| safe).map(|root| root.join(server_id))
+    }
+
+    fn console<'a>(&'a self, server_id: &'a str, command: &'a str) -> RuntimeFuture<'a, String> {
+        let running = self.status(server_id).phase == Phase::Running;
+        let failing = self.console_sim(|c| {
+            c.commands.push((server_id.to_owned(), command.to_owned()));
+            c.failing.contains(command)
+        });
+        Box::pin(async move {
+            if !running {
+                Err(RuntimeError::Unavailable(format!("server {server_id} is not running")))
+            } else if failing {
+                Err(RuntimeError::Unavailable(format!("console command `{command}` failed (simulated)")))
+            } else {
+                Ok(String::new())
+            }
+        })
+    }
+
+    fn set_backup_running(&self, server_id: &str, running: bool) {
+        self.console_sim(|c| c.backup_flags.push((server_id.to_owned(), running)));
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: every `/v1` route with its OpenAPI description, plus
 //! health, metrics and the OpenAPI document itself.
 
+pub mod backups;
 pub mod plans;
 pub mod plugins;
 pub mod servers;
@@ -31,6 +32,7 @@ use crate::error::ApiError;
         (name = "plans", description = "Server sizes (admin writes, everyone reads)"),
         (name = "servers", description = "A tenant's Minecraft servers"),
         (name = "plugins", description = "The plugin catalogue (admin writes) and each server's plugins"),
+        (name = "backups", description = "Backups of a server's data, their retention, and restores"),
     )
 )]
 struct ApiDoc;
@@ -51,6 +53,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(plans::router())
         .merge(servers::router())
         .merge(plugins::router())
+        .merge(backups::router())
 }
 
 /// `?limit=&cursor=` on list routes.

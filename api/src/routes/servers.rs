@@ -67,6 +67,15 @@ pub struct LogsQuery {
     pub since_ms: Option<i64>,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteServerQuery {
+    /// Leave the server's backups in the object store (default: delete them,
+    /// locked ones included).
+    pub keep_backups: Option<bool>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Logs {
     pub lines: Vec<LogLine>,
@@ -199,17 +208,26 @@ async fn update_server(
     Ok(Json(with_status(&state, record)))
 }
 
-/// Delete a server (its world data is left to the runtime's retention).
-#[utoipa::path(delete, path = "/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), responses(
-    (status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+/// Delete a server with its backups (unless `keep_backups=true`); its world
+/// data is left to the runtime's retention.
+#[utoipa::path(delete, path = "/v1/servers/{id}", tag = "servers", params(("id" = String, Path), DeleteServerQuery),
+    responses(
+    (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
 ))]
 async fn delete_server(
     Tenant(tenant): Tenant,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DeleteServerQuery>,
 ) -> ApiResult<StatusCode> {
     if !servers::delete(&state.db, &tenant, &id).await? {
         return Err(ApiError::NotFound("server"));
+    }
+    if !q.keep_backups.unwrap_or(false) {
+        for backup in crate::store::backups::all_of_server(&state.db, &tenant, &id).await? {
+            crate::backup::remove_backup(&state, &backup, true).await?;
+        }
+        crate::store::backups::forget_server(&state.db, &id).await?;
     }
     if let Err(error) = state.runtime.remove(&id).await {
         tracing::warn!(server = %id, %error, "could not remove the server from the runtime");

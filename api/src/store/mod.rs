@@ -2,6 +2,7 @@
 //! placeholders, which both accept). Every tenant-owned query takes the
 //! tenant id and filters on it: scoping lives here, not in handlers.
 
+pub mod backups;
 pub mod plans;
 pub mod plugins;
 pub mod servers;

@@ -75,7 +75,9 @@ impl Drop for DbGuard {
                 // async work: use a thread with its own small runtime.
                 let (url, name) = (admin_url.clone(), name.clone());
                 let _ = std::thread::spawn(move || {
-                    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                        return;
+                    };
                     rt.block_on(async move {
                         if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
                             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -141,11 +143,25 @@ impl Resp {
     }
 }
 
+/// Removes a test's scratch directory (data dirs, local backup store) when
+/// the test ends.
+pub struct DirGuard(pub std::path::PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub struct TestApp {
     pub router: Router,
     pub state: AppState,
     pub runtime: Arc<InMemoryRuntime>,
+    /// Scratch space of this test: `data/<server id>` are the servers' data
+    /// directories, `backups/` the local backup store, `work/` its scratch.
+    pub files: std::path::PathBuf,
     _guard: DbGuard,
+    _files: DirGuard,
 }
 
 impl TestApp {
@@ -155,14 +171,24 @@ impl TestApp {
 
     pub async fn with_config(backend: Backend, tweak: impl FnOnce(&mut ApiConfig)) -> TestApp {
         let (url, guard) = fresh_database(backend).await;
+        let files = std::env::temp_dir().join(format!("respawn-api-files-{}", random_hex(8)));
         let mut config =
             ApiConfig { database_url: url.clone(), admin_token: Some(ADMIN.to_owned()), ..ApiConfig::default() };
+        config.backups.local_dir = files.join("backups");
+        config.backups.work_dir = files.join("work");
         tweak(&mut config);
         let db = Db::connect(&url, 4).await.expect("connect");
         db.migrate().await.expect("migrate");
-        let runtime = Arc::new(InMemoryRuntime::new());
+        let runtime = Arc::new(InMemoryRuntime::with_data_root(files.join("data")));
         let state = AppState::new(db, runtime.clone(), &config).expect("state");
-        TestApp { router: router(state.clone()), state, runtime, _guard: guard }
+        TestApp {
+            router: router(state.clone()),
+            state,
+            runtime,
+            files: files.clone(),
+            _guard: guard,
+            _files: DirGuard(files),
+        }
     }
 
     /// Sends a request; `body` is sent as JSON when given.
@@ -194,6 +220,21 @@ impl TestApp {
             serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
         Resp { status, headers, body }
+    }
+
+    /// A request whose answer is returned as raw bytes (downloads).
+    pub async fn raw(&self, method: Method, path: &str, token: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request");
+        req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let res = self.router.clone().oneshot(req).await.expect("infallible");
+        let (status, headers) = (res.status(), res.headers().clone());
+        let bytes = axum::body::to_bytes(res.into_body(), 256 << 20).await.expect("body");
+        (status, headers, bytes.to_vec())
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {

@@ -3,11 +3,13 @@
 
 mod common;
 
+mod backups;
 mod errors;
 mod isolation;
 mod openapi;
 mod plans;
 mod plugins;
+mod s3;
 mod servers;
 mod system;
 mod tenants;

@@ -45,6 +45,14 @@ fn openapi_documents_every_route() {
         ("/v1/plugins/{id}", &["get", "delete"]),
         ("/v1/servers/{id}/plugins", &["get", "post"]),
         ("/v1/servers/{id}/plugins/{plugin_id}", &["delete"]),
+        ("/v1/servers/{id}/backups", &["get", "post"]),
+        ("/v1/servers/{id}/backups/{backup_id}", &["get", "delete"]),
+        ("/v1/servers/{id}/backups/{backup_id}/download", &["get"]),
+        ("/v1/servers/{id}/backups/{backup_id}/lock", &["post"]),
+        ("/v1/servers/{id}/backups/{backup_id}/unlock", &["post"]),
+        ("/v1/servers/{id}/backups/{backup_id}/restore", &["post"]),
+        ("/v1/servers/{id}/restores/{restore_id}", &["get"]),
+        ("/v1/servers/{id}/backup-policy", &["get", "put"]),
     ] {
         for m in methods {
             assert!(paths.get(path).and_then(|p| p.get(*m)).is_some(), "{m} {path} is not documented");
