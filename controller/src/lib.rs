@@ -7,5 +7,6 @@ pub mod lifecycle;
 pub mod local;
 pub mod policy;
 pub mod probe;
+pub mod rcon;
 
 pub use lifecycle::{Lifecycle, Phase};
