@@ -83,10 +83,10 @@ pub async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Resul
 
 /// Removes a temporary file, ignoring errors (it may never have been created).
 pub async fn discard(temp: &Path) {
-    if let Err(e) = tokio::fs::remove_file(temp).await {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(path = %temp.display(), error = %e, "could not remove temporary file");
-        }
+    if let Err(e) = tokio::fs::remove_file(temp).await
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %temp.display(), error = %e, "could not remove temporary file");
     }
 }
 
