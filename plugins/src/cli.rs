@@ -119,6 +119,39 @@ mod tests {
         args: PluginSyncArgs,
     }
 
+    /// The shape `respawn` wires it in: a `PluginSync(PluginSyncArgs)` subcommand.
+    #[derive(Parser)]
+    struct Respawn {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Command {
+        PluginSync(PluginSyncArgs),
+    }
+
+    #[test]
+    fn wires_as_the_plugin_sync_subcommand() {
+        let cli = Respawn::try_parse_from([
+            "respawn",
+            "plugin-sync",
+            "--dir",
+            "p",
+            "--manifest",
+            "m.json",
+            "--allow-private",
+            "--ca-file",
+            "ca.pem",
+        ])
+        .unwrap();
+        let Command::PluginSync(args) = cli.command;
+        assert_eq!(args.manifest, Some(PathBuf::from("m.json")));
+        assert!(args.allow_private);
+        assert_eq!(args.ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(Respawn::try_parse_from(["respawn", "plugin-sync", "--dir", "p"]).is_err());
+    }
+
     #[test]
     fn parses_flags_and_needs_a_spec_source() {
         let cli = Cli::try_parse_from([
