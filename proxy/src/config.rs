@@ -26,7 +26,8 @@ pub const DEFAULT_BACKEND_CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// Backend answer to a status request, connect included.
 pub const DEFAULT_STATUS_TIMEOUT_MS: u64 = 2_000;
 /// Each direction of a relayed session gets one buffer of this size.
-pub const DEFAULT_RELAY_BUFFER_BYTES: usize = 4_096;
+pub const DEFAULT_RELAY_BUFFER_BYTES: usize = 32_768;
+pub const DEFAULT_CLOSE_LINGER_MS: u64 = 2_000;
 /// A status JSON with a 64×64 favicon is ~10 KiB; leave generous room.
 pub const DEFAULT_MAX_STATUS_BYTES: usize = 256 * 1024;
 pub const DEFAULT_STATUS_CACHE_TTL_MS: u64 = 2_000;
@@ -103,6 +104,9 @@ pub struct Limits {
     pub shutdown_grace_ms: u64,
     /// How long a login waits for a sleeping server to come up.
     pub wake_hold_ms: u64,
+    /// After the backend ended a session, how long the proxy waits for the
+    /// client to read its Disconnect and close before it drops the socket.
+    pub close_linger_ms: u64,
 }
 
 impl Default for Limits {
@@ -121,6 +125,7 @@ impl Default for Limits {
             max_status_bytes: DEFAULT_MAX_STATUS_BYTES,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             wake_hold_ms: DEFAULT_WAKE_HOLD_MS,
+            close_linger_ms: DEFAULT_CLOSE_LINGER_MS,
         }
     }
 }
@@ -143,6 +148,9 @@ impl Limits {
     }
     pub fn wake_hold(&self) -> Duration {
         Duration::from_millis(self.wake_hold_ms)
+    }
+    pub fn close_linger(&self) -> Duration {
+        Duration::from_millis(self.close_linger_ms)
     }
 }
 
@@ -168,6 +176,9 @@ pub struct StatusTexts {
     pub starting_disconnect: String,
     /// The start failed: `{reason}` says why.
     pub wake_failed_disconnect: String,
+    /// The backend ended a session the player had not left (it crashed,
+    /// was killed or restarted without kicking anyone).
+    pub backend_lost_disconnect: String,
     /// Where the status cache is kept across restarts (none: memory only).
     pub cache_file: Option<std::path::PathBuf>,
 }
@@ -187,6 +198,7 @@ impl Default for StatusTexts {
             not_allowed_disconnect: "{route} is asleep and you are not on the list of players who may wake it.".into(),
             starting_disconnect: "{route} is starting. Join again in ~{seconds} s.".into(),
             wake_failed_disconnect: "{route} failed to start: {reason}. Try again in a moment.".into(),
+            backend_lost_disconnect: "{route} stopped unexpectedly (it may have crashed). Join again in a moment.".into(),
             cache_file: None,
         }
     }

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub routes: IntGauge,
     pub accept_errors: IntCounter,
     pub wakes: IntCounterVec,
+    /// Sessions whose backend went away first, by whether the player got a
+    /// Disconnect with a reason (`told`) or could not (`untold`).
+    pub backend_lost: IntCounterVec,
+    /// `bytes` for each direction, resolved once.
+    pub bytes_up: IntCounter,
+    pub bytes_down: IntCounter,
     pub holds: IntCounterVec,
     /// Login Start decoded → wake asked of the runtime.
     pub wake_signal_seconds: Histogram,
@@ -106,8 +112,16 @@ impl Metrics {
             "From the wake request to the server answering (held logins)",
             vec![0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 60.0],
         );
+        let backend_lost = counter_vec(
+            "respawn_proxy_backend_lost_total",
+            "Relayed sessions the backend ended while the player was still connected, by whether the proxy could tell the player why (told, untold)",
+            &["result"],
+        );
         Self {
             extra: std::sync::Mutex::default(),
+            bytes_up: bytes.with_label_values(&["client_to_backend"]),
+            bytes_down: bytes.with_label_values(&["backend_to_client"]),
+            backend_lost,
             wakes,
             holds,
             wake_signal_seconds,

@@ -532,3 +532,84 @@ async fn admin_endpoint_serves_metrics_and_health() {
     assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
     assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
 }
+
+/// A backend that logs one player in (Set Compression, Login Success, one
+/// play packet) and then dies: cleanly, mid-frame, or by reset.
+async fn dying_backend(end: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    use respawn_proxy::protocol::frame::put_varint;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await.unwrap();
+        // Compressed framing: len, data length 0, id, body.
+        let framed = |id: i32, body: &[u8]| {
+            let mut packet = vec![0u8];
+            put_varint(&mut packet, id);
+            packet.extend_from_slice(body);
+            let mut out = Vec::new();
+            put_varint(&mut out, packet.len() as i32);
+            out.extend(packet);
+            out
+        };
+        let mut out = respawn_proxy::protocol::encode_packet(0x03, &[0x80, 0x02]); // threshold 256
+        out.extend(framed(0x02, &[9u8; 22])); // Login Success
+        out.extend(framed(0x26, &[1u8; 40])); // some play packet
+        if end == "mid-frame" {
+            out.extend(&framed(0x26, &[1u8; 100])[..30]);
+        }
+        s.write_all(&out).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if end == "reset" {
+            #[allow(deprecated)] // a reset is exactly what this backend wants
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+        }
+        drop(s);
+    });
+    (addr, task)
+}
+
+/// What a player read before the proxy closed its connection.
+async fn read_all(c: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await.expect("proxy closes").unwrap();
+    got
+}
+
+#[tokio::test]
+async fn a_dying_backend_leaves_the_player_a_reason() {
+    for end in ["clean", "reset"] {
+        let (addr, _task) = dying_backend(end).await;
+        let p = start(&two_routes(addr, addr, OPEN_LIMITS)).await;
+        let mut c = login(p.addr, "alpha.test", 340).await;
+        let got = read_all(&mut c).await;
+        // Walk the frames: compression header, success, play packet, then
+        // the proxy's Disconnect (1.12.2 play id 0x1a, JSON text).
+        let mut rest = &got[..];
+        let mut frames = Vec::new();
+        while let Some((f, n)) = decode_frame(rest, 1 << 21).unwrap() {
+            frames.push((f.id, f.body.to_vec()));
+            rest = &rest[n..];
+        }
+        assert!(rest.is_empty(), "{end}: trailing bytes {rest:?}");
+        let (id, body) = frames.last().unwrap();
+        // Compressed framing: the "id" decode_frame sees is the data length 0.
+        assert_eq!(*id, 0, "{end}");
+        assert_eq!(body[0], 0x1a, "{end}: play Disconnect id");
+        let text = String::from_utf8_lossy(&body[2..]);
+        assert!(text.contains("alpha stopped unexpectedly"), "{end}: {text}");
+        assert_eq!(metric(&p.proxy, "respawn_proxy_backend_lost_total{result=\"told\"}"), 1.0, "{end}");
+    }
+}
+
+#[tokio::test]
+async fn no_words_are_put_inside_a_cut_frame() {
+    let (addr, _task) = dying_backend("mid-frame").await;
+    let p = start(&two_routes(addr, addr, OPEN_LIMITS)).await;
+    let mut c = login(p.addr, "alpha.test", 340).await;
+    let got = read_all(&mut c).await;
+    // The cut frame is the last thing the player got: nothing was appended.
+    assert!(got.ends_with(&[1u8; 20]), "{:?}", &got[got.len().saturating_sub(40)..]);
+    assert_eq!(metric(&p.proxy, "respawn_proxy_backend_lost_total{result=\"untold\"}"), 1.0);
+}

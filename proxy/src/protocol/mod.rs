@@ -15,6 +15,7 @@ pub mod handshake;
 pub mod legacy;
 pub mod login;
 pub mod status;
+pub mod clientbound;
 
 pub use frame::{Frame, decode_frame, encode_packet};
 pub use handshake::{Handshake, NextState, decode_handshake};
