@@ -53,6 +53,9 @@ enum Command {
         #[arg(long, default_value = "A Respawn demo server")]
         motd: String,
     },
+    /// Download, verify and place a server's plugins (the init container's
+    /// command on Kubernetes; the local runtime does the same before a start).
+    PluginSync(respawn_plugins::PluginSyncArgs),
 }
 
 fn main() -> Result<()> {
@@ -86,6 +89,7 @@ fn main() -> Result<()> {
             }
             Command::Up { config } => respawn_proxy::run_with_local_runtime(config, shutdown).await,
             Command::DemoServer { listen, motd } => demo::run(listen, motd, shutdown).await,
+            Command::PluginSync(args) => respawn_plugins::run_cli(args).await,
             Command::Controller => {
                 let client = kube::Client::try_default().await?;
                 let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "respawn-system".into());

@@ -235,3 +235,91 @@ async fn crashes_are_reported_restarted_and_counted() {
     let again = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "crashy.acme.test", "--version", "1.21.4"]).await;
     assert_eq!(again["disconnectReason"], "welcome to crashy as Steve", "{again}");
 }
+
+/// A bot that stays in the game until told to leave (`bot.js --stay`),
+/// reporting its events as JSON lines.
+struct StayingBot {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl StayingBot {
+    async fn join(args: &[&str]) -> StayingBot {
+        let mut child = tokio::process::Command::new("node")
+            .arg(peers_dir().join("bot.js"))
+            .args(args)
+            .arg("--stay")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut bot = StayingBot { child, lines: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout)) };
+        let first = bot.next(Duration::from_secs(40)).await;
+        assert_eq!(first["event"], "playing", "{first}");
+        bot
+    }
+
+    /// The next JSON line, within `within`.
+    async fn next(&mut self, within: Duration) -> serde_json::Value {
+        loop {
+            let line = tokio::time::timeout(within, self.lines.next_line())
+                .await
+                .expect("bot said nothing in time")
+                .unwrap()
+                .expect("bot exited without a word");
+            if line.starts_with('{') {
+                return serde_json::from_str(&line).unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for StayingBot {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A server killed under a playing bot: the bot gets a Disconnect with a
+/// reason (not a bare "connection lost"), the runtime restarts the server
+/// with backoff and counts the crash, and the bot can join again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_under_a_player_tells_them_why() {
+    let port = free_port().await;
+    let squid = peers_dir().join("squid.js").display().to_string();
+    let pid_file = std::env::temp_dir().join(format!("respawn-crash-squid-{}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pid_file);
+    // The shell records the server's pid, so the test can kill it like a crash would.
+    let script = format!("node {squid} --port {port} --motd 'Crash world' & echo $! > {}; wait $!", pid_file.display());
+    let servers = server_toml("crash", "crash.acme.test", port, "sh", &["-c".into(), script], "idle_timeout_ms = 60000");
+    let stack = start_stack("crash-mid", &servers, "").await;
+    let p = stack.port();
+
+    let args = ["--connect-port", &p, "--host", "crash.acme.test", "--username", "Unlucky", "--chat", "still here?", "--version", "1.21.4"];
+    let mut bot = StayingBot::join(&args).await;
+    stack.wait_phase("crash", "running", Duration::from_secs(5)).await;
+
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let killed = std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
+    assert!(killed.success());
+
+    let end = bot.next(Duration::from_secs(10)).await;
+    assert_eq!(end["event"], "end", "{end}");
+    let reason = end["kickReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("crash stopped unexpectedly"), "the player is told why: {end}");
+    assert_eq!(stack.metric("respawn_proxy_backend_lost_total{result=\"told\"}"), 1.0);
+
+    // The runtime restarts it (backoff) and counts the crash; the player can come back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stack.metric("respawn_runtime_starts_total{server=\"crash\"}") < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "not restarted: {}", stack.metrics());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(stack.metric("respawn_runtime_crashes_total{server=\"crash\"}") >= 1.0);
+    stack.wait_phase("crash", "running", Duration::from_secs(30)).await;
+    let back = run_peer("node", "bot.js", &args).await;
+    assert_eq!(back["ok"], true, "{back}");
+    let _ = std::fs::remove_file(&pid_file);
+}
