@@ -365,9 +365,12 @@ mod tests {
         dir
     }
 
+    /// `(path, type, file contents or link target)` of a hand-made entry.
+    type RawEntry<'a> = (&'a str, tar::EntryType, &'a str);
+
     /// A tar (zstd-compressed) built entry by entry, for hostile cases the
     /// builder's own checks would refuse to write.
-    fn raw_archive(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    fn raw_archive(entries: &[RawEntry]) -> Vec<u8> {
         let mut tar_bytes = Vec::new();
         for (path, kind, data_or_link) in entries {
             let mut header = tar::Header::new_gnu();
@@ -423,7 +426,7 @@ mod tests {
     #[test]
     fn hostile_entries_are_refused() {
         use tar::EntryType::{Link, Regular, Symlink};
-        let cases: &[(&[(&str, tar::EntryType, &str)], &str)] = &[
+        let cases: &[(&[RawEntry], &str)] = &[
             (&[("../x", Regular, "evil")], "`..`"),
             (&[("a/../../x", Regular, "evil")], "`..`"),
             (&[("/abs/x", Regular, "evil")], "absolute"),

@@ -33,6 +33,8 @@ pub use storage::BackupStorage;
 /// How long a restore waits for a running server to stop before it gives up
 /// (a world save on shutdown can take a while on a big map).
 pub const STOP_WAIT: Duration = Duration::from_secs(120);
+/// How long a backup waits for a starting or stopping server to settle.
+pub const SETTLE_WAIT: Duration = Duration::from_secs(120);
 /// How often it looks while waiting.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -190,7 +192,7 @@ async fn archive_and_upload(state: &AppState, backup: &Backup) -> Result<(String
         .data_dir(server_id)
         .ok_or_else(|| failed("the server runtime keeps no data directory for this server"))?;
     let scratch = state.backups.scratch(&backup.id);
-    let running = state.runtime.status(server_id).phase == Phase::Running;
+    let running = settled_phase(state.runtime.as_ref(), server_id).await? == Phase::Running;
     let archived = if running {
         let paused = pause_saving(state.runtime.as_ref(), server_id).await;
         let archived = match paused {
@@ -222,6 +224,24 @@ async fn archive_and_upload(state: &AppState, backup: &Backup) -> Result<(String
     remove_quietly(&scratch).await;
     uploaded.map_err(|e| failed(format!("storing the archive failed: {e}")))?;
     Ok((key, written))
+}
+
+/// A server that is starting or stopping writes its world without heeding
+/// `save-off` yet (or any more): wait, bounded, until it is up or down
+/// before choosing how to archive it. (The runtime was already told a
+/// backup runs, so a running server stays up from here on.)
+async fn settled_phase(runtime: &dyn ServerRuntime, server_id: &str) -> Result<Phase, JobError> {
+    let deadline = Instant::now() + SETTLE_WAIT;
+    loop {
+        let phase = runtime.status(server_id).phase;
+        if !matches!(phase, Phase::Starting | Phase::Stopping) {
+            return Ok(phase);
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(format!("the server stayed {phase:?} for {SETTLE_WAIT:?}; no backup was taken")));
+        }
+        tokio::time::sleep(STOP_POLL).await;
+    }
 }
 
 async fn pause_saving(runtime: &dyn ServerRuntime, server_id: &str) -> Result<(), JobError> {

@@ -279,9 +279,12 @@ async fn archive_round_trip_through_restore(b: Backend) {
     assert!(metrics.body.as_str().unwrap_or_default().contains("respawn_api_restores_total{outcome=\"succeeded\"} 2"));
 }
 
+/// `(path, type, file contents or link target)` of a hand-made entry.
+type RawEntry<'a> = (&'a str, tar::EntryType, &'a str);
+
 /// A zstd tar written header by header, so it can hold what no honest
 /// archiver writes.
-fn hostile_archive(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+fn hostile_archive(entries: &[RawEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, kind, data_or_link) in entries {
         let mut header = tar::Header::new_gnu();
@@ -317,7 +320,7 @@ async fn hostile_archives_are_refused(b: Backend) {
     let absolute = app.files.join("abs-target");
     let abs_entry = format!("{}/x", absolute.display());
     use tar::EntryType::{Link, Regular, Symlink};
-    let cases: Vec<(&str, Vec<(&str, tar::EntryType, &str)>)> = vec![
+    let cases: Vec<(&str, Vec<RawEntry>)> = vec![
         ("dotdot", vec![("world/ok", Regular, "fine"), ("../escaped", Regular, "evil")]),
         ("nested dotdot", vec![("world/../../escaped", Regular, "evil")]),
         ("absolute", vec![(abs_entry.as_str(), Regular, "evil")]),
@@ -379,12 +382,25 @@ async fn saving_is_paused_around_the_archive(b: Backend) {
     assert_eq!(app.runtime.console_commands(&server), ["save-off", "save-all flush", "save-on"]);
     assert_eq!(app.runtime.backup_flags(&server), [true, false, true, false]);
 
+    // Starting: the backup waits until it is up, then pauses saving.
+    app.runtime.set_status(&server, Phase::Starting, 0);
+    let runtime = app.runtime.clone();
+    let (up_later, server_id) = (tokio::time::sleep(Duration::from_millis(300)), server.clone());
+    let waker = tokio::spawn(async move {
+        up_later.await;
+        runtime.set_status(&server_id, Phase::Running, 1);
+    });
+    let settled = backup(&app, &token, &server).await;
+    assert_eq!(settled["status"], "succeeded", "{settled}");
+    assert!(waker.is_finished(), "it did not archive a starting server");
+    assert_eq!(app.runtime.console_commands(&server)[3..], ["save-off", "save-all flush", "save-on"]);
+
     // The flush fails: the backup fails, and saving is turned back on.
     app.runtime.fail_command("save-all flush", true);
     let flush = backup(&app, &token, &server).await;
     assert_eq!(flush["status"], "failed");
     assert!(flush["error"].as_str().unwrap_or_default().contains("save-all flush"), "{flush}");
-    assert_eq!(app.runtime.console_commands(&server)[3..], ["save-off", "save-all flush", "save-on"]);
+    assert_eq!(app.runtime.console_commands(&server)[6..], ["save-off", "save-all flush", "save-on"]);
     app.runtime.fail_command("save-all flush", false);
 
     // The archive fails (the data directory is gone): save-on still follows.
@@ -392,7 +408,7 @@ async fn saving_is_paused_around_the_archive(b: Backend) {
     let broken = backup(&app, &token, &server).await;
     assert_eq!(broken["status"], "failed");
     assert!(broken["error"].as_str().unwrap_or_default().contains("archiving"), "{broken}");
-    assert_eq!(app.runtime.console_commands(&server)[6..], ["save-off", "save-all flush", "save-on"]);
+    assert_eq!(app.runtime.console_commands(&server)[9..], ["save-off", "save-all flush", "save-on"]);
     assert_eq!(app.runtime.backup_flags(&server).last(), Some(&false), "the pin is released after a failure too");
     // No scratch archive is left behind by the failures.
     assert_eq!(std::fs::read_dir(app.files.join("work")).expect("ls").count(), 0);
@@ -453,7 +469,25 @@ async fn retention_keeps_the_newest_and_every_locked_one(b: Backend) {
         .iter()
         .filter_map(|b| b["id"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(listed, vec![oldest, last]);
+    assert_eq!(listed, vec![oldest.clone(), last.clone()]);
+
+    // Locked backups never count out unlocked ones: with keep_last 2 and a
+    // locked backup among the newest, the two newest unlocked ones stay.
+    assert_eq!(
+        app.call(Method::PUT, &policy, Some(&token), Some(json!({"keep_last": 2}))).await.status,
+        StatusCode::OK
+    );
+    let pinned = backup(&app, &token, &server).await["id"].as_str().expect("id").to_owned();
+    let r = app.call(Method::POST, &format!("{base}/{pinned}/lock"), Some(&token), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let newest = backup(&app, &token, &server).await["id"].as_str().expect("id").to_owned();
+    let listed: Vec<String> = app.get(&base, &token).await.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|b| b["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(listed, vec![oldest, last, pinned, newest]);
 }
 
 async fn restore_is_refused_while_players_are_on(b: Backend) {
