@@ -31,6 +31,9 @@ pub enum ArchiveError {
     Refused { path: String, why: &'static str },
     #[error("the archive has more than {MAX_ENTRIES} entries or is nested deeper than {MAX_DEPTH}")]
     TooLarge,
+    /// Unpacked, the files would take more than the server may store.
+    #[error("the archive unpacks to more than {limit} bytes")]
+    TooBig { limit: u64 },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
@@ -100,7 +103,8 @@ pub fn create(src: &Path, out: &Path) -> Result<Written, ArchiveError> {
             .collect::<Result<_, _>>()
             .map_err(io_at(&dir))?;
         children.sort();
-        for name in children.into_iter().rev() {
+        let mut subdirs = Vec::new();
+        for name in children {
             let child_rel = rel.join(&name);
             let child = src.join(&child_rel);
             let kind = fs::symlink_metadata(&child).map_err(io_at(&child))?.file_type();
@@ -113,7 +117,7 @@ pub fn create(src: &Path, out: &Path) -> Result<Written, ArchiveError> {
                     return Err(ArchiveError::TooLarge);
                 }
                 builder.append_dir(&child_rel, &child).map_err(io_at(&child))?;
-                stack.push((child_rel, depth + 1));
+                subdirs.push((child_rel, depth + 1));
             } else if kind.is_file() || kind.is_symlink() {
                 builder.append_path_with_name(&child, &child_rel).map_err(io_at(&child))?;
             } else {
@@ -121,6 +125,8 @@ pub fn create(src: &Path, out: &Path) -> Result<Written, ArchiveError> {
                 entries -= 1;
             }
         }
+        // Reversed onto the stack, so they are visited in name order.
+        stack.extend(subdirs.into_iter().rev());
     }
     let encoder = builder.into_inner().map_err(io_at(out))?;
     let mut hashing = encoder.finish().map_err(io_at(out))?;
@@ -210,19 +216,21 @@ fn no_links_on_the_way(root: &Path, rel: &Path, display: &str) -> Result<(), Arc
 /// Extracts a [`create`]d archive into `dest`, which must be an empty
 /// directory. Refuses, before writing it, any entry with an absolute path or
 /// `..`, a symbolic link or hard link that points out of `dest`, an entry
-/// that would be written through a symbolic link, and devices or FIFOs. On
-/// a refusal `dest` holds a partial tree: the caller throws it away.
-/// Returns the number of entries.
-pub fn extract(archive: &Path, dest: &Path) -> Result<u64, ArchiveError> {
+/// that would be written through a symbolic link, and devices or FIFOs; and
+/// stops once the files add up to more than `max_bytes` (a decompression
+/// bomb must not fill the disk). On a refusal `dest` holds a partial tree:
+/// the caller throws it away. Returns the number of entries.
+pub fn extract(archive: &Path, dest: &Path, max_bytes: u64) -> Result<u64, ArchiveError> {
     let file = File::open(archive).map_err(io_at(archive))?;
     let decoder = zstd::Decoder::new(BufReader::new(file)).map_err(io_at(archive))?;
-    extract_from(decoder, dest)
+    extract_from(decoder, dest, max_bytes)
 }
 
-/// [`extract`] from any reader of the compressed archive's tar stream.
-pub fn extract_from(reader: impl Read, dest: &Path) -> Result<u64, ArchiveError> {
+/// [`extract`] from a reader of the decompressed tar stream.
+pub fn extract_from(reader: impl Read, dest: &Path, max_bytes: u64) -> Result<u64, ArchiveError> {
     let mut tar = tar::Archive::new(reader);
     let mut count = 0u64;
+    let mut bytes = 0u64;
     for entry in tar.entries().map_err(io_at(dest))? {
         let mut entry = entry.map_err(io_at(dest))?;
         count += 1;
@@ -251,6 +259,12 @@ pub fn extract_from(reader: impl Read, dest: &Path) -> Result<u64, ArchiveError>
         match kind {
             tar::EntryType::Directory => fs::create_dir_all(&target).map_err(io_at(&target))?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                // The header's size is what unpack writes (it copies exactly
+                // that many bytes), so check it before writing any.
+                bytes = bytes.saturating_add(entry.header().size().map_err(io_at(&target))?);
+                if bytes > max_bytes {
+                    return Err(ArchiveError::TooBig { limit: max_bytes });
+                }
                 entry.unpack(&target).map_err(io_at(&target))?;
             }
             tar::EntryType::Symlink => {
@@ -395,7 +409,7 @@ mod tests {
     }
 
     fn extract_bytes(bytes: &[u8], dest: &Path) -> Result<u64, ArchiveError> {
-        extract_from(zstd::Decoder::new(bytes).expect("decoder"), dest)
+        extract_from(zstd::Decoder::new(bytes).expect("decoder"), dest, 1 << 20)
     }
 
     #[test]
@@ -415,7 +429,7 @@ mod tests {
         assert!(written.bytes < 10_000, "compressed: {}", written.bytes);
         let dest = root.join("dest");
         fs::create_dir(&dest).expect("mkdir");
-        assert_eq!(extract(&out, &dest).expect("extract"), 6);
+        assert_eq!(extract(&out, &dest, u64::MAX).expect("extract"), 6);
         assert_eq!(fs::read(dest.join("world/region/r.0.0.mca")).expect("read"), vec![7u8; 100_000]);
         assert_eq!(fs::read_to_string(dest.join("server.properties")).expect("read"), "motd=hi\n");
         assert!(dest.join("empty").is_dir());
@@ -463,6 +477,26 @@ mod tests {
         ]);
         assert_eq!(extract_bytes(&bytes, &root).expect("extract"), 4);
         assert_eq!(fs::read_to_string(root.join("h")).expect("read"), "data");
+        let _ = fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn stops_at_the_size_limit() {
+        let root = temp("big");
+        let src = root.join("src");
+        fs::create_dir_all(&src).expect("mkdir");
+        fs::write(src.join("a"), vec![0u8; 600]).expect("write");
+        fs::write(src.join("b"), vec![0u8; 600]).expect("write");
+        let out = root.join("a.tar.zst");
+        create(&src, &out).expect("create");
+        let fits = root.join("fits");
+        fs::create_dir(&fits).expect("mkdir");
+        assert_eq!(extract(&out, &fits, 1200).expect("exactly fits"), 2);
+        let over = root.join("over");
+        fs::create_dir(&over).expect("mkdir");
+        let err = extract(&out, &over, 1199).expect_err("too big");
+        assert!(matches!(err, ArchiveError::TooBig { limit: 1199 }), "{err}");
+        assert!(!over.join("b").exists(), "stopped before writing past the limit");
         let _ = fs::remove_dir_all(root);
     }
 

@@ -33,6 +33,10 @@ pub use storage::BackupStorage;
 /// How long a restore waits for a running server to stop before it gives up
 /// (a world save on shutdown can take a while on a big map).
 pub const STOP_WAIT: Duration = Duration::from_secs(120);
+/// The longest one console command may take: `save-all flush` writes every
+/// loaded chunk, which takes a while on a big world; a hung console must not
+/// hold the server's backup turn for ever.
+pub const CONSOLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a backup waits for a starting or stopping server to settle.
 pub const SETTLE_WAIT: Duration = Duration::from_secs(120);
 /// How often it looks while waiting.
@@ -201,7 +205,7 @@ async fn archive_and_upload(state: &AppState, backup: &Backup) -> Result<(String
         };
         // Always, even when save-off or the flush failed half-way: a server
         // left with saving off loses everything since on its next crash.
-        if let Err(e) = state.runtime.console(server_id, "save-on").await {
+        if let Err(e) = console(state.runtime.as_ref(), server_id, "save-on").await {
             tracing::error!(server = %server_id, error = %e, "could not turn saving back on after a backup");
             if archived.is_ok() {
                 remove_quietly(&scratch).await;
@@ -246,9 +250,17 @@ async fn settled_phase(runtime: &dyn ServerRuntime, server_id: &str) -> Result<P
 
 async fn pause_saving(runtime: &dyn ServerRuntime, server_id: &str) -> Result<(), JobError> {
     for command in ["save-off", "save-all flush"] {
-        runtime.console(server_id, command).await.map_err(|e| failed(format!("console `{command}` failed: {e}")))?;
+        console(runtime, server_id, command).await.map_err(|e| failed(format!("console `{command}` failed: {e}")))?;
     }
     Ok(())
+}
+
+/// One console command, bounded by [`CONSOLE_TIMEOUT`].
+async fn console(runtime: &dyn ServerRuntime, server_id: &str, command: &str) -> Result<String, String> {
+    match tokio::time::timeout(CONSOLE_TIMEOUT, runtime.console(server_id, command)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {CONSOLE_TIMEOUT:?}")),
+    }
 }
 
 async fn archive_blocking(data_dir: PathBuf, out: PathBuf) -> Result<archive::Written, JobError> {
@@ -381,11 +393,12 @@ async fn run_restore(state: &AppState, job: &Restore) -> Result<(), JobError> {
         return Err(failed(format!("the safety backup failed, nothing was changed: {e}")));
     }
 
+    let max_bytes = storage_limit(state, job).await?;
     let download = state.backups.scratch(&job.id);
     let fetched = fetch_verified(state, &key, &expected, &download).await;
     let staged = archive::sibling(&data_dir, "restore", &job.id).map_err(|e| failed(e.to_string()))?;
     let extracted = match fetched {
-        Ok(()) => extract_blocking(download.clone(), staged.clone()).await,
+        Ok(()) => extract_blocking(download.clone(), staged.clone(), max_bytes).await,
         Err(e) => Err(e),
     };
     remove_quietly(&download).await;
@@ -432,10 +445,21 @@ async fn fetch_verified(state: &AppState, key: &str, expected: &str, to: &std::p
     Ok(())
 }
 
-async fn extract_blocking(archive_file: PathBuf, staged: PathBuf) -> Result<(), JobError> {
+/// What the restored files may add up to: the storage of the server's plan.
+async fn storage_limit(state: &AppState, job: &Restore) -> Result<u64, JobError> {
+    let server = crate::store::servers::get(&state.db, &job.tenant_id, &job.server_id)
+        .await?
+        .ok_or_else(|| failed("the server was deleted"))?;
+    let plan = crate::store::plans::get(&state.db, &server.plan_id)
+        .await?
+        .ok_or_else(|| failed("the server's plan was deleted"))?;
+    Ok(u64::from(plan.storage_gib) << 30)
+}
+
+async fn extract_blocking(archive_file: PathBuf, staged: PathBuf, max_bytes: u64) -> Result<(), JobError> {
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir(&staged).map_err(|e| archive::ArchiveError::Io { path: staged.clone(), source: e })?;
-        archive::extract(&archive_file, &staged)
+        archive::extract(&archive_file, &staged, max_bytes)
     })
     .await
     .map_err(|e| failed(format!("the extract task failed: {e}")))?

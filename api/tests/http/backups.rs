@@ -24,6 +24,7 @@ both!(
     retention_keeps_the_newest_and_every_locked_one,
     restore_is_refused_while_players_are_on,
     deleting_a_server_deletes_its_backups,
+    jobs_cut_off_by_a_restart_are_marked_failed,
 );
 
 /// A tenant with one server: `(tenant id, token, server id)`.
@@ -544,4 +545,44 @@ async fn deleting_a_server_deletes_its_backups(b: Backend) {
         StatusCode::NO_CONTENT
     );
     assert!(app.files.join("backups").join(app.state.backups.storage.key(&tenant_id, &kept, &bid)).is_file());
+}
+
+async fn jobs_cut_off_by_a_restart_are_marked_failed(b: Backend) {
+    let app = TestApp::new(b).await;
+    let (tenant_id, token, server) = setup(&app, "acme").await;
+    fill_world(&data_dir(&app, &server));
+    let finished = backup(&app, &token, &server).await;
+    let bid = finished["id"].as_str().expect("id").to_owned();
+    // Rows as a killed process leaves them: a backup running, a restore queued.
+    let (running, queued) = (format!("bkp_{}", "1".repeat(32)), format!("rst_{}", "1".repeat(32)));
+    sqlx::query(
+        "INSERT INTO backups (id, tenant_id, server_id, kind, status, locked, created_at_ms) \
+         VALUES ($1, $2, $3, 'manual', 'running', 0, 1)",
+    )
+    .bind(&running)
+    .bind(&tenant_id)
+    .bind(&server)
+    .execute(&app.state.db.pool)
+    .await
+    .expect("insert backup");
+    sqlx::query(
+        "INSERT INTO restores (id, tenant_id, server_id, backup_id, status, created_at_ms) \
+         VALUES ($1, $2, $3, $4, 'queued', 1)",
+    )
+    .bind(&queued)
+    .bind(&tenant_id)
+    .bind(&server)
+    .bind(&bid)
+    .execute(&app.state.db.pool)
+    .await
+    .expect("insert restore");
+    assert_eq!(respawn_api::store::backups::fail_interrupted(&app.state.db).await.expect("recover"), 2);
+    for path in [format!("/v1/servers/{server}/backups/{running}"), format!("/v1/servers/{server}/restores/{queued}")] {
+        let r = app.get(&path, &token).await;
+        assert_eq!(r.body["status"], "failed", "{path}: {}", r.body);
+        assert!(r.body["error"].as_str().is_some_and(|e| e.contains("interrupted")), "{}", r.body);
+        assert!(r.body["finished_at_ms"].as_i64().is_some());
+    }
+    // Finished jobs are left alone.
+    assert_eq!(app.get(&format!("/v1/servers/{server}/backups/{bid}"), &token).await.body, finished);
 }

@@ -70,6 +70,11 @@ async fn run_migrates_serves_and_stops() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
         admin_token: Some(ADMIN.to_owned()),
+        backups: respawn_api::BackupConfig {
+            local_dir: dir.join("data").join("backups"),
+            work_dir: dir.join("data").join("backup-work"),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let shutdown = CancellationToken::new();
@@ -85,5 +90,6 @@ async fn run_migrates_serves_and_stops() {
     shutdown.cancel();
     let result = tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").expect("join");
     assert!(result.is_ok(), "{result:?}");
+    assert!(dir.join("data/backups").is_dir(), "run creates the local backup store where configured");
     let _ = std::fs::remove_dir_all(dir);
 }
