@@ -113,12 +113,15 @@ impl KubeDiscovery {
             for pod in pods.iter().filter(|p| {
                 p.namespace().as_deref() == Some(ns.as_str()) && p.labels().get(SERVER_LABEL) == Some(&name)
             }) {
+                let Some((addr, ready)) = pod_address(pod) else { continue };
+                // Known before the draining check: the players still on a
+                // draining pod must be reported under its name, or the
+                // controller would see it empty and remove it under them.
+                addrs.insert(addr.clone(), pod.name_any());
                 let ordinal = pod.name_any().rsplit('-').next().and_then(|o| o.parse::<u32>().ok());
                 if ordinal.is_some() && ordinal == status.draining_ordinal {
                     continue; // draining: no new players
                 }
-                let Some((addr, ready)) = pod_address(pod) else { continue };
-                addrs.insert(addr.clone(), pod.name_any());
                 if ready {
                     backends.push(addr);
                 }
@@ -270,5 +273,67 @@ impl Lifecycle for KubeDiscovery {
 
     fn session_closed(&self, server: &str, backend: &str) {
         self.count(server, backend, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::json;
+
+    use super::*;
+
+    fn client() -> Client {
+        let url = "http://127.0.0.1:9".parse().expect("a valid URL");
+        Client::try_from(kube::Config::new(url)).expect("a client needs no connection")
+    }
+
+    fn pod(name: &str, port: u16, ready: bool) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": { "name": name, "namespace": "acme", "labels": { SERVER_LABEL: "arena" } },
+                "spec": { "containers": [{ "name": "server", "ports": [{ "name": "minecraft", "containerPort": port }] }] },
+                "status": { "podIP": "127.0.0.1", "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }] },
+            }))
+            .expect("a pod"),
+        )
+    }
+
+    fn arena(draining: Option<u32>) -> Arc<MinecraftServer> {
+        let mut mcs: MinecraftServer = serde_json::from_value(json!({
+            "apiVersion": "respawn.dev/v1alpha1", "kind": "MinecraftServer",
+            "metadata": { "name": "arena", "namespace": "acme" },
+            "spec": { "hostnames": ["arena.acme.example"] },
+        }))
+        .expect("a server");
+        mcs.status = Some(crate::crd::MinecraftServerStatus { draining_ordinal: draining, ..Default::default() });
+        Arc::new(mcs)
+    }
+
+    #[tokio::test]
+    async fn the_draining_pod_gets_no_new_players_but_its_players_still_count() {
+        let discovery = KubeDiscovery::new(client(), "respawn-system", "proxy-a");
+        let pods = [pod("arena-0", 30000, true), pod("arena-1", 30001, true), pod("arena-2", 30002, true)];
+        discovery.rebuild(&[arena(None)], &pods);
+        discovery.session_opened("acme/arena", "127.0.0.1:30000");
+        discovery.session_opened("acme/arena", "127.0.0.1:30002");
+
+        // Pod 2 drains: no new players there, but its player is still its.
+        let routes = discovery.rebuild(&[arena(Some(2))], &pods);
+        assert_eq!(routes[0].backends, ["127.0.0.1:30000", "127.0.0.1:30001"]);
+        let report = discovery.report();
+        assert_eq!(report["acme/arena"], BTreeMap::from([("arena-0".to_owned(), 1), ("arena-2".to_owned(), 1)]));
+
+        discovery.session_closed("acme/arena", "127.0.0.1:30002");
+        assert_eq!(discovery.report()["acme/arena"], BTreeMap::from([("arena-0".to_owned(), 1)]));
+    }
+
+    #[tokio::test]
+    async fn an_unready_pod_is_no_backend_and_its_players_still_count() {
+        let discovery = KubeDiscovery::new(client(), "respawn-system", "proxy-a");
+        discovery.session_opened("acme/arena", "127.0.0.1:30001");
+        let routes = discovery.rebuild(&[arena(None)], &[pod("arena-0", 30000, true), pod("arena-1", 30001, false)]);
+        assert_eq!(routes[0].backends, ["127.0.0.1:30000"]);
+        assert_eq!(discovery.report()["acme/arena"], BTreeMap::from([("arena-1".to_owned(), 1)]));
     }
 }
