@@ -5,8 +5,8 @@
 //! it was called; everything it remembers lives in the resource's status.
 
 use std::{
-    collections::HashMap,
-    sync::Arc,
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
@@ -22,7 +22,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{self, ObjectRef, Store},
+        reflector::ObjectRef,
         watcher,
     },
 };
@@ -33,11 +33,27 @@ use tracing::{info, warn};
 
 use crate::{
     crd::{MinecraftServer, MinecraftServerSpec, MinecraftServerStatus, ScaleDecision, ServerPhase},
+    hostnames::HostnameIndex,
     render,
-    signals::{self, REPORT_LABEL, WAKE_ANNOTATION},
+    signals::{REPORT_LABEL, ReportIndex, WAKE_ANNOTATION},
 };
 
 pub const FIELD_MANAGER: &str = "respawn-controller";
+
+/// Reconciles running at once. kube-runtime's default is unbounded: a cold
+/// start with thousands of servers would open a connection per reconcile and
+/// flood the API server, where a small pool keeps it busy without queueing.
+pub const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// While players are on, `lastActivity` is rewritten at most this often. A
+/// status that changed on every reconcile (it used to carry "now") came back
+/// through the watch and reconciled again at once: a hot loop per busy
+/// server, which starved a cold start with thousands of servers.
+pub const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);
+
+/// Wakes reconciled at once on the fast path (see [`run`]); more wait for a
+/// slot (a controller that restarts may find many pending at once).
+pub const WAKE_CONCURRENCY: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,11 +88,29 @@ impl Default for Settings {
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
-    /// Proxies' player reports.
-    pub reports: Store<Lease>,
-    /// Every MinecraftServer, for hostname conflicts.
-    pub servers: Store<MinecraftServer>,
+    /// Proxies' player reports, parsed as their Leases change.
+    pub reports: Arc<ReportIndex>,
+    /// Who claims each hostname, for conflicts.
+    pub hostnames: Arc<HostnameIndex>,
+    /// One reconcile at a time per server, across the controller's queue and
+    /// the wake fast path: each reads the server fresh under its lock, so the
+    /// two never act on views that contradict each other.
+    pub serial: ServerLocks,
     pub settings: Settings,
+}
+
+/// A lock per server (`namespace/name`).
+#[derive(Debug, Default)]
+pub struct ServerLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl ServerLocks {
+    pub fn of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_owned()).or_default().clone()
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
 }
 
 pub fn policy_spec(spec: &MinecraftServerSpec) -> PolicySpec {
@@ -104,28 +138,6 @@ fn epoch_now() -> Duration {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
 }
 
-/// Hostnames of `mcs` that an older MinecraftServer already claims.
-pub fn hostname_conflicts(mcs: &MinecraftServer, all: &[Arc<MinecraftServer>]) -> Vec<String> {
-    let key = |m: &MinecraftServer| {
-        (m.metadata.creation_timestamp.clone().map(|t| t.0), m.namespace().unwrap_or_default(), m.name_any())
-    };
-    let me = key(mcs);
-    let mut conflicts: Vec<String> = mcs
-        .spec
-        .hostnames
-        .iter()
-        .filter(|h| {
-            all.iter().any(|other| {
-                let k = key(other);
-                k != me && k < me && other.spec.hostnames.iter().any(|o| o.eq_ignore_ascii_case(h))
-            })
-        })
-        .cloned()
-        .collect();
-    conflicts.sort();
-    conflicts
-}
-
 fn phase_of(desired: u32, ready: u32, draining: bool) -> ServerPhase {
     match (desired, ready) {
         (0, 0) => ServerPhase::Hibernated,
@@ -143,6 +155,8 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
     let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let mcs_api: Api<MinecraftServer> = Api::namespaced(ctx.client.clone(), &ns);
+    let lock = ctx.serial.of(&format!("{ns}/{name}"));
+    let _serial = lock.lock().await;
 
     // Observe. The object handed in may predate our own last status write
     // (the watch cache lags): read it fresh, since the policy's memory lives
@@ -156,15 +170,16 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
     let status = mcs.status.clone().unwrap_or_default();
     let wake_request = mcs.annotations().get(WAKE_ANNOTATION).cloned();
     let wake = wake_request.is_some() && wake_request != status.handled_wake;
-    let players_by_pod = signals::merge_reports(ctx.reports.state().iter().map(|l| &**l), SystemTime::now())
-        .remove(&format!("{ns}/{name}"))
-        .unwrap_or_default();
+    let players_by_pod = ctx.reports.players(&format!("{ns}/{name}"), SystemTime::now());
     let mut per_replica = players_by_pod.clone();
     per_replica.resize(replicas as usize, 0);
     let observed = Observed { replicas, players: per_replica, wake, pinned: mcs.spec.pinned, backup_running: false };
+    let stored_activity = status.last_activity.as_deref().and_then(to_epoch);
     let memory = Memory {
         last_wake: status.last_wake.as_deref().and_then(to_epoch),
-        last_active: status.last_activity.as_deref().and_then(to_epoch),
+        // Players were on at the last look: they were active until now, so
+        // the idle clock starts when they are seen gone (late, never early).
+        last_active: if status.players > 0 { Some(now) } else { stored_activity },
         lower_since: status.lower_since.as_deref().and_then(to_epoch),
     };
 
@@ -200,13 +215,18 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
     }
 
     let players: u32 = players_by_pod.iter().sum();
-    let servers = ctx.servers.state();
+    let last_activity = match (decision.memory.last_active, stored_activity) {
+        (Some(active), Some(stored)) if players > 0 && active.saturating_sub(stored) < ACTIVITY_RESOLUTION => {
+            status.last_activity.clone()
+        }
+        (active, _) => active.map(from_epoch),
+    };
     let new_status = MinecraftServerStatus {
         phase: Some(phase_of(decision.replicas, ready, draining)),
         players,
         replicas: decision.replicas,
         ready_replicas: ready,
-        last_activity: decision.memory.last_active.map(from_epoch),
+        last_activity,
         last_wake: decision.memory.last_wake.map(from_epoch),
         lower_since: decision.memory.lower_since.map(from_epoch),
         handled_wake: wake_request.or(status.handled_wake.clone()),
@@ -215,7 +235,7 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
         } else {
             status.last_decision.clone().expect("checked")
         }),
-        conflicts: hostname_conflicts(&mcs, &servers),
+        conflicts: ctx.hostnames.conflicts(&mcs),
         draining_ordinal: draining.then(|| decision.replicas.max(replicas).saturating_sub(1)),
         draining_since: draining_since.filter(|_| draining && decision.replicas >= replicas).map(from_epoch),
         observed_generation: mcs.metadata.generation,
@@ -247,26 +267,45 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), &settings.reports_namespace);
     let reports_cfg = watcher::Config::default().labels(&format!("{REPORT_LABEL}=true"));
 
-    let (reports, reports_writer) = reflector::store();
-    let reports_stream = watcher(lease_api.clone(), reports_cfg.clone())
-        .default_backoff()
-        .reflect(reports_writer)
-        .applied_objects();
-    let (servers, servers_writer) = reflector::store();
-    let servers_stream = watcher(mcs_api.clone(), watcher::Config::default()).default_backoff().reflect(servers_writer).applied_objects();
-    let reflectors = tokio::spawn(async move {
-        tokio::join!(
-            reports_stream.for_each(|_| futures::future::ready(())),
-            servers_stream.for_each(|_| futures::future::ready(()))
-        );
+    // The reports are indexed by the controller's own Lease watch, before the
+    // servers whose counts changed are reconciled, so a reconcile never reads
+    // counts older than the event that triggered it.
+    let reports = Arc::new(ReportIndex::default());
+    let index = reports.clone();
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        reports,
+        hostnames: Arc::default(),
+        serial: ServerLocks::default(),
+        settings,
     });
 
-    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-    let ctx = Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client, reports, servers, settings });
+    // A second watch on the servers keeps the hostname index, and is the
+    // wake fast path: a pending wake is reconciled at once, not behind the
+    // controller's queue (after a burst of report changes that queue holds
+    // thousands of routine reconciles, and a wake waited up to a second).
+    let fast = WakeFastPath { ctx: ctx.clone(), slots: Arc::new(tokio::sync::Semaphore::new(WAKE_CONCURRENCY)), in_flight: Arc::default() };
+    let servers_stream = watcher(Api::<MinecraftServer>::all(ctx.client.clone()), watcher::Config::default()).default_backoff();
+    let reflectors = tokio::spawn(servers_stream.for_each(move |event| {
+        if let Ok(event) = event {
+            fast.ctx.hostnames.apply(&event);
+            match &event {
+                watcher::Event::Apply(mcs) | watcher::Event::InitApply(mcs) => fast.wake_if_pending(mcs),
+                watcher::Event::Delete(mcs) => {
+                    fast.ctx.serial.forget(&format!("{}/{}", mcs.namespace().unwrap_or_default(), mcs.name_any()))
+                }
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            }
+        }
+        futures::future::ready(())
+    }));
     let stop = shutdown.clone();
     Controller::new(mcs_api, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns(sts_api, watcher::Config::default())
-        .watches(lease_api, reports_cfg, |lease: Lease| servers_in_report(&lease))
+        .watches(lease_api, reports_cfg, move |lease: Lease| servers_changed_by(&index, &lease))
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -278,6 +317,38 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         .await;
     reflectors.abort();
     Ok(())
+}
+
+/// Reconciles servers with a pending wake as soon as the watch shows them.
+struct WakeFastPath {
+    ctx: Arc<Context>,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// (server, wake) pairs being handled, so a burst of events for one wake
+    /// reconciles it once.
+    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+impl WakeFastPath {
+    fn wake_if_pending(&self, mcs: &MinecraftServer) {
+        let Some(wake) = mcs.annotations().get(WAKE_ANNOTATION) else { return };
+        if mcs.status.as_ref().and_then(|s| s.handled_wake.as_ref()) == Some(wake) {
+            return;
+        }
+        let key = (format!("{}/{}", mcs.namespace().unwrap_or_default(), mcs.name_any()), wake.clone());
+        if !self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
+            return;
+        }
+        let (ctx, slots, in_flight, mcs) = (self.ctx.clone(), self.slots.clone(), self.in_flight.clone(), Arc::new(mcs.clone()));
+        tokio::spawn(async move {
+            let _slot = slots.acquire().await;
+            // The controller's queue has the same event and retries failures;
+            // this path only makes the common case fast.
+            if let Err(error) = reconcile(mcs, ctx).await {
+                warn!(server = %key.0, %error, "wake fast path failed; the controller retries");
+            }
+            in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        });
+    }
 }
 
 /// Runs the controller on the replica that holds the leader Lease in
@@ -296,12 +367,13 @@ pub async fn run_leader_elected(client: Client, settings: Settings, namespace: &
         .await;
 }
 
-/// Servers named in a proxy report: a changed report reconciles them.
-fn servers_in_report(lease: &Lease) -> Vec<ObjectRef<MinecraftServer>> {
-    let Some(raw) = lease.annotations().get(signals::PLAYERS_ANNOTATION) else { return vec![] };
-    let Ok(report) = serde_json::from_str::<HashMap<String, serde_json::Value>>(raw) else { return vec![] };
-    report
-        .keys()
+/// Servers whose counts a report changed: only those are reconciled (a
+/// renewal every few seconds with the same counts reconciles nothing, where
+/// reconciling every server in it would grow with the platform).
+fn servers_changed_by(index: &ReportIndex, lease: &Lease) -> Vec<ObjectRef<MinecraftServer>> {
+    index
+        .update(lease, SystemTime::now())
+        .iter()
         .filter_map(|k| k.split_once('/'))
         .map(|(ns, name)| ObjectRef::new(name).within(ns))
         .collect()
@@ -310,24 +382,6 @@ fn servers_in_report(lease: &Lease) -> Vec<ObjectRef<MinecraftServer>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn server(name: &str, created: &str, hosts: &[&str]) -> Arc<MinecraftServer> {
-        let spec: MinecraftServerSpec = serde_json::from_value(json!({ "hostnames": hosts })).unwrap();
-        let mut m = MinecraftServer::new(name, spec);
-        m.metadata.namespace = Some("acme".into());
-        m.metadata.creation_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created.parse().unwrap()));
-        Arc::new(m)
-    }
-
-    #[test]
-    fn the_older_resource_keeps_a_hostname() {
-        let old = server("old", "2026-01-01T00:00:00Z", &["play.acme.example", "a.acme.example"]);
-        let new = server("new", "2026-02-01T00:00:00Z", &["PLAY.acme.example", "b.acme.example"]);
-        let all = vec![old.clone(), new.clone()];
-        assert!(hostname_conflicts(&old, &all).is_empty());
-        assert_eq!(hostname_conflicts(&new, &all), vec!["PLAY.acme.example".to_owned()]);
-    }
 
     #[test]
     fn phases() {

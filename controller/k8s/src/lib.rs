@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod hostnames;
 pub mod leader;
 pub mod render;
 pub mod signals;
