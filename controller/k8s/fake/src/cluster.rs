@@ -166,6 +166,16 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// How many objects of a type (by apiVersion and kind or plural) satisfy
+    /// `predicate`, counted under the lock without copying them: a cheap way to poll a
+    /// large cluster. The predicate sees objects as stored (no `apiVersion`/`kind`).
+    pub fn count_where(&self, api_version: &str, kind: &str, predicate: impl Fn(&Value) -> bool) -> usize {
+        let store = self.store();
+        store
+            .resolve_kind(api_version, kind)
+            .map_or(0, |rt| store.count_where(&rt, predicate))
+    }
+
     /// One object, if it exists (`namespace` is ignored for cluster-scoped kinds).
     pub fn object(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let store = self.store();

@@ -360,6 +360,13 @@ impl Store {
         (items, self.rv)
     }
 
+    /// How many stored objects of a type satisfy `predicate`, without copying any.
+    pub fn count_where(&self, rt: &ResourceType, predicate: impl Fn(&Value) -> bool) -> usize {
+        self.objects
+            .get(&rt.storage())
+            .map_or(0, |objs| objs.values().filter(|obj| predicate(obj)).count())
+    }
+
     /// Every object of a type across namespaces (a test's snapshot).
     pub fn objects_of(&self, rt: &ResourceType) -> Vec<Value> {
         self.list(rt, None, &LabelSelector::default(), &FieldSelector::default())
@@ -508,6 +515,20 @@ mod tests {
         assert_eq!((again.code, again.reason.as_str()), (409, "AlreadyExists"));
         let missing_ns = s.create(&rt, "nowhere", cm("a"), &WriteOptions::default()).unwrap_err();
         assert_eq!(missing_ns.code, 404);
+    }
+
+    #[test]
+    fn count_where_counts_the_matching_objects_of_one_type() {
+        let mut s = store();
+        let rt = s.resolve("", "v1", "configmaps").unwrap();
+        s.create(&rt, "default", cm("a"), &WriteOptions::default()).unwrap();
+        let mut other = cm("b");
+        other["data"]["k"] = json!("x");
+        s.create(&rt, "default", other, &WriteOptions::default()).unwrap();
+        assert_eq!(s.count_where(&rt, |_| true), 2);
+        assert_eq!(s.count_where(&rt, |o| o["data"]["k"] == "x"), 1);
+        let secrets = s.resolve("", "v1", "secrets").unwrap();
+        assert_eq!(s.count_where(&secrets, |_| true), 0);
     }
 
     #[test]
