@@ -4,6 +4,7 @@
 
 mod backend;
 mod client;
+mod controller;
 mod report;
 mod scenarios;
 mod targets;
@@ -77,6 +78,12 @@ struct Cli {
     /// Logins measured one at a time in the latency scenario.
     #[arg(long)]
     latency_samples: Option<usize>,
+    /// MinecraftServers in the controller scenario.
+    #[arg(long)]
+    mcs: Option<usize>,
+    /// Wakes measured one at a time in the controller scenario.
+    #[arg(long)]
+    wakes: Option<usize>,
     /// Rounds of every scenario × target, interleaved; the best round counts.
     #[arg(long)]
     rounds: Option<usize>,
@@ -106,16 +113,18 @@ struct Preset {
     idle_sessions: usize,
     latency_samples: usize,
     rounds: usize,
+    mcs: usize,
+    wakes: usize,
 }
 
 impl Cli {
     fn preset(&self) -> Preset {
         if self.smoke {
-            Preset { warmup: 0.05, duration: 0.25, idle_sessions: 200, latency_samples: 200, rounds: 1 }
+            Preset { warmup: 0.05, duration: 0.25, idle_sessions: 200, latency_samples: 200, rounds: 1, mcs: 200, wakes: 5 }
         } else if self.full {
-            Preset { warmup: 0.5, duration: 4.0, idle_sessions: 10_000, latency_samples: 10_000, rounds: 2 }
+            Preset { warmup: 0.5, duration: 4.0, idle_sessions: 10_000, latency_samples: 10_000, rounds: 2, mcs: 10_000, wakes: 50 }
         } else {
-            Preset { warmup: 0.3, duration: 2.0, idle_sessions: 2_000, latency_samples: 3_000, rounds: 1 }
+            Preset { warmup: 0.3, duration: 2.0, idle_sessions: 2_000, latency_samples: 3_000, rounds: 1, mcs: 2_000, wakes: 20 }
         }
     }
 }
@@ -244,6 +253,13 @@ async fn run(cli: Cli) -> Result<Report> {
         max_connections: (open_files.saturating_sub(64) / 2) as usize,
     };
     let machine = machine_info(&env, open_files, targets.iter().any(|t| t.kind == Kind::Haproxy));
+    let controller_settings = controller::ControllerSettings {
+        servers: cli.mcs.unwrap_or(preset.mcs).max(1),
+        wakes: cli.wakes.unwrap_or(preset.wakes),
+        respawn_bin: env.respawn_bin.clone(),
+        workdir: workdir.clone(),
+        log: cli.respawn_log.clone(),
+    };
 
     let mut runs = Vec::new();
     let mut failures = Vec::new();
@@ -253,7 +269,18 @@ async fn run(cli: Cli) -> Result<Report> {
                 if scenario.respawn_only() && target.kind != Kind::Respawn {
                     continue;
                 }
-                let run = run_one(scenario, target, round, &env, &backend, &settings).await;
+                // Minutes at 10,000 servers and no rival target to interleave with: once.
+                if scenario == Scenario::Controller && round > 0 {
+                    continue;
+                }
+                let run = if scenario == Scenario::Controller {
+                    // No proxy in the path: the controller against the fake API server.
+                    let started = Instant::now();
+                    let result = controller::run(&controller_settings).await;
+                    finish_run(scenario, target, round, started, result)
+                } else {
+                    run_one(scenario, target, round, &env, &backend, &settings).await
+                };
                 if let Some(e) = &run.error {
                     failures.push(format!("{} on {} (round {}): {e}", scenario.name(), target.name, round + 1));
                 }
@@ -280,6 +307,8 @@ async fn run(cli: Cli) -> Result<Report> {
             "rounds": rounds,
             "respawn_log": cli.respawn_log,
             "status_json_bytes": backend::STATUS_JSON.len(),
+            "controller_servers": controller_settings.servers,
+            "controller_wakes": controller_settings.wakes,
         }),
         notes,
         targets: target_names,
@@ -318,6 +347,11 @@ async fn run_one(scenario: Scenario, target: &Target, round: usize, env: &Env, b
         }
     }
     .await;
+    finish_run(scenario, target, round, started, result)
+}
+
+/// A scenario's outcome as a report row, with a progress line on stderr.
+fn finish_run(scenario: Scenario, target: &Target, round: usize, started: Instant, result: Result<scenarios::Measured>) -> Run {
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(m) => {

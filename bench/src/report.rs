@@ -34,6 +34,12 @@ pub enum Figure {
     WakeSignalP99,
     WakeSignalMean,
     WakeJoin,
+    ControllerReconcile,
+    ControllerBaseline,
+    ControllerPeakRss,
+    ControllerRssGrowth,
+    ControllerWakeP50,
+    ControllerWakeP99,
 }
 
 /// How a target's figure is set against a reference target's.
@@ -71,7 +77,7 @@ pub struct Def {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 16] = [
+    pub const ALL: [Figure; 22] = [
         Figure::StatusCached,
         Figure::StatusRelayed,
         Figure::LoginRate,
@@ -88,6 +94,12 @@ impl Figure {
         Figure::WakeSignalP99,
         Figure::WakeSignalMean,
         Figure::WakeJoin,
+        Figure::ControllerReconcile,
+        Figure::ControllerBaseline,
+        Figure::ControllerPeakRss,
+        Figure::ControllerRssGrowth,
+        Figure::ControllerWakeP50,
+        Figure::ControllerWakeP99,
     ];
 
     pub fn def(self) -> Def {
@@ -191,6 +203,60 @@ impl Figure {
                 higher_is_better: false,
                 compare: Alone,
                 goal: None,
+            },
+            Figure::ControllerReconcile => Def {
+                scenario: Scenario::Controller,
+                label: "MinecraftServers (--mcs) fully reconciled: controller start → every StatefulSet, Service and status written",
+                unit: " s",
+                decimals: 2,
+                higher_is_better: false,
+                compare: Alone,
+                goal: Some(Goal::AtMost { value: 60.0 }),
+            },
+            Figure::ControllerBaseline => Def {
+                scenario: Scenario::Controller,
+                label: "the same requests from a bare kube client (the fake API server's floor)",
+                unit: " s",
+                decimals: 2,
+                higher_is_better: false,
+                compare: Alone,
+                goal: None,
+            },
+            Figure::ControllerPeakRss => Def {
+                scenario: Scenario::Controller,
+                label: "controller peak RSS (VmHWM) over the run",
+                unit: " MiB",
+                decimals: 1,
+                higher_is_better: false,
+                compare: Alone,
+                goal: Some(Goal::AtMost { value: 256.0 }),
+            },
+            Figure::ControllerRssGrowth => Def {
+                scenario: Scenario::Controller,
+                label: "controller peak RSS − the same controller's RSS with no servers",
+                unit: " MiB",
+                decimals: 1,
+                higher_is_better: false,
+                compare: Alone,
+                goal: None,
+            },
+            Figure::ControllerWakeP50 => Def {
+                scenario: Scenario::Controller,
+                label: "wake annotation written → StatefulSet replicas write reaches the API server, p50 (after the cold start)",
+                unit: " ms",
+                decimals: 1,
+                higher_is_better: false,
+                compare: Alone,
+                goal: None,
+            },
+            Figure::ControllerWakeP99 => Def {
+                scenario: Scenario::Controller,
+                label: "wake annotation → StatefulSet replicas write, p99",
+                unit: " ms",
+                decimals: 1,
+                higher_is_better: false,
+                compare: Alone,
+                goal: Some(Goal::AtMost { value: 100.0 }),
             },
             Figure::Routes100k => rate(
                 Scenario::Routes100k,

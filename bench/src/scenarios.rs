@@ -69,10 +69,13 @@ pub enum Scenario {
     /// Logins to a sleeping server: Login Start → wake signal, and getting in
     /// through the wake (Respawn's `up` with its local runtime only).
     Wake,
+    /// MinecraftServers against the fake API server: time to reconcile all,
+    /// the controller's memory, wake → scale request (Respawn only; see controller.rs).
+    Controller,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::StatusCached,
         Scenario::StatusRelayed,
         Scenario::Login,
@@ -81,6 +84,7 @@ impl Scenario {
         Scenario::Idle,
         Scenario::Routes100k,
         Scenario::Wake,
+        Scenario::Controller,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +97,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Routes100k => "routes-100k",
             Scenario::Wake => "wake",
+            Scenario::Controller => "controller",
         }
     }
 
@@ -109,7 +114,7 @@ impl Scenario {
     /// Only Respawn routes by hostname and wakes servers: the others would
     /// measure the plain login again.
     pub fn respawn_only(self) -> bool {
-        matches!(self, Scenario::Routes100k | Scenario::Wake)
+        matches!(self, Scenario::Routes100k | Scenario::Wake | Scenario::Controller)
     }
 }
 
@@ -152,6 +157,8 @@ pub async fn run(scenario: Scenario, target: &mut Running, backend: &Backend, s:
         }
         Scenario::Idle => idle(target, s).await?,
         Scenario::Wake => wake(target).await?,
+        // Needs no proxy: main.rs runs it through controller::run.
+        Scenario::Controller => bail!("the controller scenario runs without a proxy target"),
     };
     target.check_alive()?;
     Ok(measured)
