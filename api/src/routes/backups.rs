@@ -26,6 +26,9 @@ use crate::store::{Page, encode_cursor};
 
 /// Longest note on a backup.
 pub const MAX_NOTE_CHARS: usize = 200;
+/// Backups of one server queued or running at once: one running and one
+/// waiting is all a tenant needs; more would only pile up background work.
+pub const MAX_PENDING_BACKUPS: u32 = 2;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -75,6 +78,7 @@ async fn owned_backup(state: &AppState, tenant: &str, server_id: &str, backup_id
 #[utoipa::path(post, path = "/v1/servers/{id}/backups", tag = "backups", params(("id" = String, Path)),
     request_body(content = NewBackup, description = "optional"), responses(
     (status = 202, body = Backup), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, description = "`backup_pending`: two backups of it are already queued or running", body = ErrorBody),
     (status = 422, body = ErrorBody),
 ))]
 async fn create_backup(
@@ -89,6 +93,13 @@ async fn create_backup(
         return Err(ApiError::invalid("note", "at most 200 characters, without control characters"));
     }
     let server = owned(&state, &tenant, &id).await?;
+    if rows::pending(&state.db, &server.id).await?.0 >= MAX_PENDING_BACKUPS {
+        return Err(ApiError::Conflict {
+            code: "backup_pending",
+            message: "a backup of this server is already running and another is queued; wait for them".into(),
+            field: None,
+        });
+    }
     let backup = backup::start_backup(&state, &tenant, &server.id, body.note).await?;
     Ok((StatusCode::ACCEPTED, Json(backup)))
 }
@@ -246,7 +257,7 @@ async fn unlock_backup(
 #[utoipa::path(post, path = "/v1/servers/{id}/backups/{backup_id}/restore", tag = "backups",
     params(("id" = String, Path), ("backup_id" = String, Path)), responses(
     (status = 202, body = Restore), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-    (status = 409, description = "`players_online` or `backup_not_ready`", body = ErrorBody),
+    (status = 409, description = "`players_online`, `backup_not_ready` or `restore_pending`", body = ErrorBody),
 ))]
 async fn restore_backup(
     Tenant(tenant): Tenant,
@@ -262,6 +273,13 @@ async fn restore_backup(
         return Err(ApiError::Conflict {
             code: "players_online",
             message: format!("{players} players are online; restore when the server is empty"),
+            field: None,
+        });
+    }
+    if rows::pending(&state.db, &found.server_id).await?.1 > 0 {
+        return Err(ApiError::Conflict {
+            code: "restore_pending",
+            message: "a restore of this server is already queued or running".into(),
             field: None,
         });
     }

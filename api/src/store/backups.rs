@@ -279,6 +279,21 @@ pub async fn delete_any(db: &Db, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Queued or running jobs of a server: `(backups, restores)`.
+pub async fn pending(db: &Db, server_id: &str) -> Result<(u32, u32), ApiError> {
+    let mut counts = [0u32; 2];
+    for (i, table) in ["backups", "restores"].iter().enumerate() {
+        let row = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM {table} WHERE server_id = $1 AND status IN ('queued', 'running')"
+        ))
+        .bind(server_id)
+        .fetch_one(&db.pool)
+        .await?;
+        counts[i] = super::get_u32(&row, "n")?;
+    }
+    Ok((counts[0], counts[1]))
+}
+
 /// True while a queued or running restore reads this backup.
 pub async fn in_use_by_restore(db: &Db, backup_id: &str) -> Result<bool, ApiError> {
     let n: i64 =

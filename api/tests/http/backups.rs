@@ -576,13 +576,30 @@ async fn jobs_cut_off_by_a_restart_are_marked_failed(b: Backend) {
     .execute(&app.state.db.pool)
     .await
     .expect("insert restore");
-    assert_eq!(respawn_api::store::backups::fail_interrupted(&app.state.db).await.expect("recover"), 2);
+    // While they are pending, another restore is refused, and so is a
+    // backup beyond the second pending one.
+    let r = app.call(Method::POST, &format!("/v1/servers/{server}/backups/{bid}/restore"), Some(&token), None).await;
+    assert_eq!((r.status, r.error().0), (StatusCode::CONFLICT, "restore_pending"), "{}", r.body);
+    sqlx::query(
+        "INSERT INTO backups (id, tenant_id, server_id, kind, status, locked, created_at_ms) \
+         VALUES ($1, $2, $3, 'manual', 'queued', 0, 2)",
+    )
+    .bind(format!("bkp_{}", "2".repeat(32)))
+    .bind(&tenant_id)
+    .bind(&server)
+    .execute(&app.state.db.pool)
+    .await
+    .expect("insert backup");
+    let r = app.call(Method::POST, &format!("/v1/servers/{server}/backups"), Some(&token), None).await;
+    assert_eq!((r.status, r.error().0), (StatusCode::CONFLICT, "backup_pending"), "{}", r.body);
+    assert_eq!(respawn_api::store::backups::fail_interrupted(&app.state.db).await.expect("recover"), 3);
     for path in [format!("/v1/servers/{server}/backups/{running}"), format!("/v1/servers/{server}/restores/{queued}")] {
         let r = app.get(&path, &token).await;
         assert_eq!(r.body["status"], "failed", "{path}: {}", r.body);
         assert!(r.body["error"].as_str().is_some_and(|e| e.contains("interrupted")), "{}", r.body);
         assert!(r.body["finished_at_ms"].as_i64().is_some());
     }
-    // Finished jobs are left alone.
+    // Finished jobs are left alone, and new ones are accepted again.
     assert_eq!(app.get(&format!("/v1/servers/{server}/backups/{bid}"), &token).await.body, finished);
+    assert_eq!(backup(&app, &token, &server).await["status"], "succeeded");
 }
