@@ -115,6 +115,10 @@ pub async fn run_with_runtime(
     if interrupted > 0 {
         tracing::warn!(jobs = interrupted, "backup or restore jobs of the previous run marked failed");
     }
+    let stale = state.backups.clean_scratch();
+    if stale > 0 {
+        tracing::info!(files = stale, "scratch archives of the previous run removed");
+    }
     tracing::info!(store = %state.backups.storage.describe, "backups stored");
     reapply_all(&state).await?;
     let listener = TcpListener::bind(config.listen).await?;

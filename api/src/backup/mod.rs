@@ -107,6 +107,22 @@ impl Backups {
     fn scratch(&self, tag: &str) -> PathBuf {
         self.work_dir.join(format!("{tag}.tar.zst"))
     }
+
+    /// Removes scratch archives a previous process left behind when it was
+    /// killed mid-job (their jobs are marked failed on startup too). Only
+    /// names this service makes are touched. Returns how many went.
+    pub fn clean_scratch(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.work_dir) else { return 0 };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = (name.starts_with("bkp_") || name.starts_with("rst_")) && name.ends_with(".tar.zst");
+            if ours && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
 }
 
 /// Records a queued backup of `server_id` and starts its job.
@@ -498,5 +514,30 @@ async fn remove_dir_quietly(path: &std::path::Path) {
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!(path = %path.display(), error = %e, "could not remove a staging directory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_cleans_only_our_scratch_files() {
+        let root = std::env::temp_dir().join(format!("respawn-backup-scratch-{}", new_id("t")));
+        let config =
+            BackupConfig { local_dir: root.join("store"), work_dir: root.join("work"), ..BackupConfig::default() };
+        let backups = Backups::new(&config).expect("service");
+        for name in ["bkp_1.tar.zst", "rst_2.tar.zst", "notes.txt", "bkp_3.tar"] {
+            std::fs::write(config.work_dir.join(name), b"x").expect("write");
+        }
+        assert_eq!(backups.clean_scratch(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&config.work_dir)
+            .expect("ls")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        left.sort();
+        assert_eq!(left, ["bkp_3.tar", "notes.txt"]);
+        assert!(config.local_dir.is_dir(), "the local store is created");
+        let _ = std::fs::remove_dir_all(root);
     }
 }
