@@ -87,7 +87,7 @@ fn main() -> Result<()> {
                 )
                 .await
             }
-            Command::Up { config } => respawn_proxy::run_with_local_runtime(config, shutdown).await,
+            Command::Up { config } => respawn::embedded::up(config, shutdown).await,
             Command::DemoServer { listen, motd } => demo::run(listen, motd, shutdown).await,
             Command::PluginSync(args) => respawn_plugins::run_cli(args).await,
             Command::Controller => {

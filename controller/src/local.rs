@@ -3,15 +3,21 @@
 //!
 //! Start: spawn `command args…` in `dir`, logs captured and rotated; ready when
 //! it answers a status ping on `address`. Stop: `stop_command` on stdin, then
-//! SIGTERM, then SIGKILL, each after a timeout. A crash restarts it with
-//! exponential backoff while the policy still wants it up.
+//! SIGTERM, then SIGKILL, each after a timeout (the stop command goes over
+//! RCON instead when `rcon` is configured). A crash restarts it with
+//! exponential backoff while the policy still wants it up. Managed plugins
+//! are downloaded and verified into `plugins/` before each start.
+//!
+//! Servers come from the config file and, under `respawn up`, from the API:
+//! [`LocalRuntime::upsert`] and [`LocalRuntime::remove`] change the set while
+//! it runs.
 
 use std::{
     collections::HashMap,
     io::Write,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
@@ -22,8 +28,10 @@ use tokio::{
     process::{Child, ChildStdin, Command},
     sync::{Notify, watch},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, info, info_span, warn};
+
+pub use respawn_plugins::PluginSpec;
 
 use crate::{
     lifecycle::{Lifecycle, Phase},
@@ -77,6 +85,21 @@ pub struct ServerConfig {
     pub allow_wake: Vec<String>,
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// RCON of the server: `stop` and console commands (backups' save-off /
+    /// save-all / save-on) go there instead of stdin.
+    #[serde(default)]
+    pub rcon: Option<RconSettings>,
+    /// Plugins the platform manages in `plugins/`, synced before each start.
+    #[serde(default)]
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// `rcon = { address = "127.0.0.1:25575", password = "…" }`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RconSettings {
+    pub address: String,
+    pub password: String,
 }
 
 fn default_stop_command() -> String {
@@ -107,6 +130,14 @@ impl ServerConfig {
         if self.start_timeout_ms == 0 {
             return Err(("start_timeout_ms", "must be greater than 0".into()));
         }
+        if let Some(r) = &self.rcon {
+            if r.address.trim().is_empty() {
+                return Err(("rcon.address", "must not be empty".into()));
+            }
+            if r.password.is_empty() {
+                return Err(("rcon.password", "must not be empty (the server refuses RCON without one)".into()));
+            }
+        }
         for (i, entry) in self.allow_wake.iter().enumerate() {
             if entry.is_empty() {
                 return Err(("allow_wake", format!("entry {i} is empty")));
@@ -133,11 +164,25 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     pub log_max_bytes: u64,
     pub log_keep: u32,
+    /// Plugin downloads may go to private, loopback and link-local addresses
+    /// (never the cloud metadata ones). Off: public https only.
+    pub plugins_allow_private: bool,
+    /// Extra root CA (PEM) trusted for plugin downloads.
+    pub plugins_ca_file: Option<PathBuf>,
+    /// Largest plugin download, bytes.
+    pub plugins_max_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { data_dir: "data".into(), log_max_bytes: DEFAULT_LOG_MAX_BYTES, log_keep: DEFAULT_LOG_KEEP }
+        Self {
+            data_dir: "data".into(),
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            log_keep: DEFAULT_LOG_KEEP,
+            plugins_allow_private: false,
+            plugins_ca_file: None,
+            plugins_max_bytes: respawn_plugins::FetchPolicy::default().max_bytes,
+        }
     }
 }
 
@@ -176,6 +221,10 @@ impl RuntimeMetrics {
 #[derive(Default)]
 struct Signals {
     wake: bool,
+    /// Asked to stop now (the API's `stop`), players or not.
+    hibernate: bool,
+    /// A backup runs: keep it up.
+    backup_running: bool,
     sessions: HashMap<String, u32>,
     start_times: Vec<Duration>,
 }
@@ -187,6 +236,10 @@ struct Managed {
     phase: watch::Sender<Phase>,
     signals: Mutex<Signals>,
     notify: Notify,
+    /// Ends this server's supervisor (removed or replaced).
+    cancel: CancellationToken,
+    /// The running process's stdin, for console commands without RCON.
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
 }
 
 impl Managed {
@@ -195,38 +248,175 @@ impl Managed {
     }
 }
 
-/// The runtime's handle; clone-free, share it in an `Arc`.
+/// The runtime's handle; share it in an `Arc`.
 pub struct LocalRuntime {
-    servers: HashMap<String, Arc<Managed>>,
+    servers: RwLock<HashMap<String, Arc<Managed>>>,
     runtime: RuntimeConfig,
     metrics: RuntimeMetrics,
     pub registry: Registry,
+    /// Set by [`run`](LocalRuntime::run): servers added later get their
+    /// supervisor from here.
+    running: Mutex<Option<(CancellationToken, TaskTracker)>>,
 }
 
 impl LocalRuntime {
     pub fn new(servers: &[ServerConfig], runtime: RuntimeConfig) -> Self {
         let registry = Registry::new();
         let metrics = RuntimeMetrics::new(&registry);
-        let servers = servers
-            .iter()
-            .map(|c| {
-                let dir = match &c.dir {
-                    Some(d) if d.is_absolute() => d.clone(),
-                    Some(d) => runtime.data_dir.join(d),
-                    None => runtime.data_dir.join("servers").join(&c.name),
-                };
-                let log = runtime.data_dir.join("logs").join(format!("{}.log", c.name));
-                let (phase, _) = watch::channel(Phase::Sleeping);
-                let m = Managed { config: c.clone(), dir, log, phase, signals: Mutex::default(), notify: Notify::new() };
-                (c.name.clone(), Arc::new(m))
-            })
-            .collect();
-        Self { servers, runtime, metrics, registry }
+        let rt = Self { servers: RwLock::default(), runtime, metrics, registry, running: Mutex::default() };
+        for c in servers {
+            rt.insert(c.clone());
+        }
+        rt
+    }
+
+    fn insert(&self, c: ServerConfig) -> Arc<Managed> {
+        let dir = match &c.dir {
+            Some(d) if d.is_absolute() => d.clone(),
+            Some(d) => self.runtime.data_dir.join(d),
+            None => self.runtime.data_dir.join("servers").join(&c.name),
+        };
+        let log = self.runtime.data_dir.join("logs").join(format!("{}.log", c.name));
+        let (phase, _) = watch::channel(Phase::Sleeping);
+        let name = c.name.clone();
+        let m = Arc::new(Managed {
+            config: c,
+            dir,
+            log,
+            phase,
+            signals: Mutex::default(),
+            notify: Notify::new(),
+            cancel: CancellationToken::new(),
+            stdin: tokio::sync::Mutex::new(None),
+        });
+        if let Some(old) = self.write_servers().insert(name, m.clone()) {
+            old.cancel.cancel();
+        }
+        m
+    }
+
+    fn read_servers(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Managed>>> {
+        self.servers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_servers(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Managed>>> {
+        self.servers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, server: &str) -> Option<Arc<Managed>> {
+        self.read_servers().get(server).cloned()
+    }
+
+    /// Adds a server or replaces its definition (an unchanged one is left
+    /// alone). A replaced server is stopped gracefully and comes back asleep
+    /// with the new definition. Errors name the invalid field.
+    pub fn upsert(self: &Arc<Self>, config: ServerConfig) -> Result<(), String> {
+        config.validate().map_err(|(field, msg)| format!("{field}: {msg}"))?;
+        if self.get(&config.name).is_some_and(|m| m.config == config) {
+            return Ok(());
+        }
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match running {
+            Some((root, tracker)) => {
+                let m = self.insert(config);
+                let span = info_span!("server", name = %m.config.name);
+                tracker.spawn(supervise(self.clone(), m.clone(), root).instrument(span));
+            }
+            None => {
+                self.insert(config);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a server (gracefully) and forgets it; its data directory stays.
+    pub fn remove(&self, server: &str) -> bool {
+        match self.write_servers().remove(server) {
+            Some(m) => {
+                m.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Names of the servers it manages.
+    pub fn server_names(&self) -> Vec<String> {
+        self.read_servers().keys().cloned().collect()
     }
 
     /// The log file of a server (rotated copies are `.1`, `.2`, …).
-    pub fn log_path(&self, server: &str) -> Option<&Path> {
-        self.servers.get(server).map(|m| m.log.as_path())
+    pub fn log_path(&self, server: &str) -> Option<PathBuf> {
+        self.get(server).map(|m| m.log.clone())
+    }
+
+    /// The server's working (data) directory.
+    pub fn data_dir(&self, server: &str) -> Option<PathBuf> {
+        self.get(server).map(|m| m.dir.clone())
+    }
+
+    /// Players the proxy has in sessions on it now.
+    pub fn players(&self, server: &str) -> u32 {
+        self.get(server).map(|m| m.signals().sessions.values().sum()).unwrap_or(0)
+    }
+
+    /// Asks for a stop now, whatever the players (the API's `stop`).
+    pub fn hibernate(&self, server: &str) -> bool {
+        let Some(m) = self.get(server) else { return false };
+        m.signals().hibernate = true;
+        m.notify.notify_one();
+        true
+    }
+
+    /// A backup starts or ends: keep the server up meanwhile.
+    pub fn set_backup_running(&self, server: &str, running: bool) {
+        if let Some(m) = self.get(server) {
+            m.signals().backup_running = running;
+            m.notify.notify_one();
+        }
+    }
+
+    /// Runs a console command: over RCON when configured (returns its
+    /// output), else written to the server's stdin (returns nothing).
+    pub async fn console(&self, server: &str, command: &str) -> Result<String, String> {
+        let m = self.get(server).ok_or_else(|| format!("no server {server}"))?;
+        if let Some(r) = &m.config.rcon {
+            let config = crate::rcon::RconConfig::new(r.address.clone(), r.password.clone());
+            let mut client = crate::rcon::RconClient::connect(&config).await.map_err(|e| format!("rcon: {e}"))?;
+            return client.command(command).await.map_err(|e| format!("rcon: {e}"));
+        }
+        let mut stdin = m.stdin.lock().await;
+        let Some(stdin) = stdin.as_mut() else { return Err(format!("{server} is not running")) };
+        stdin.write_all(format!("{command}\n").as_bytes()).await.map_err(|e| format!("stdin: {e}"))?;
+        stdin.flush().await.map_err(|e| format!("stdin: {e}"))?;
+        Ok(String::new())
+    }
+
+    /// The last `tail` log lines written at or after `since_ms` (unix ms),
+    /// oldest first, from the current log and its rotated copies.
+    pub fn logs(&self, server: &str, tail: usize, since_ms: Option<i64>) -> Vec<(i64, String)> {
+        let Some(path) = self.log_path(server) else { return Vec::new() };
+        let mut files = vec![path.clone()];
+        for i in 1..=self.runtime.log_keep {
+            files.push(PathBuf::from(format!("{}.{i}", path.display())));
+        }
+        // Newest file first; collect from the end until `tail` lines.
+        let mut out: Vec<(i64, String)> = Vec::new();
+        for f in files {
+            let Ok(text) = std::fs::read_to_string(&f) else { continue };
+            let mut lines: Vec<(i64, String)> = text.lines().filter_map(parse_log_line).collect();
+            if let Some(since) = since_ms {
+                lines.retain(|(at, _)| *at >= since);
+            }
+            lines.append(&mut out);
+            out = lines;
+            if out.len() >= tail {
+                break;
+            }
+        }
+        let skip = out.len().saturating_sub(tail);
+        out.drain(..skip);
+        out
     }
 
     /// This runtime's metrics in the Prometheus text format.
@@ -237,29 +427,42 @@ impl LocalRuntime {
     }
 
     pub fn phase(&self, server: &str) -> Option<Phase> {
-        self.servers.get(server).map(|m| m.phase.borrow().clone())
+        self.get(server).map(|m| m.phase.borrow().clone())
     }
 
-    /// Runs every server's supervisor until `shutdown`, then stops them all.
+    /// Runs every server's supervisor until `shutdown`, then stops them all
+    /// (servers added meanwhile included).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tasks = Vec::new();
-        for m in self.servers.values() {
-            let span = info_span!("server", name = %m.config.name);
-            tasks.push(tokio::spawn(supervise(self.clone(), m.clone(), shutdown.clone()).instrument(span)));
+        let tracker = TaskTracker::new();
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            *running = Some((shutdown.clone(), tracker.clone()));
+            for m in self.read_servers().values() {
+                let span = info_span!("server", name = %m.config.name);
+                tracker.spawn(supervise(self.clone(), m.clone(), shutdown.clone()).instrument(span));
+            }
         }
-        for t in tasks {
-            let _ = t.await;
-        }
+        shutdown.cancelled().await;
+        tracker.close();
+        tracker.wait().await;
     }
+}
+
+/// A log line as the runtime writes it: RFC 3339 time, a space, the line.
+fn parse_log_line(line: &str) -> Option<(i64, String)> {
+    let (at, rest) = line.split_once(' ')?;
+    let at = humantime::parse_rfc3339(at).ok()?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+    Some((ms, rest.to_owned()))
 }
 
 impl Lifecycle for LocalRuntime {
     fn watch(&self, server: &str) -> Option<watch::Receiver<Phase>> {
-        self.servers.get(server).map(|m| m.phase.subscribe())
+        self.get(server).map(|m| m.phase.subscribe())
     }
 
     fn wake(&self, server: &str, player: &str) {
-        if let Some(m) = self.servers.get(server) {
+        if let Some(m) = self.get(server) {
             info!(server, player, "wake requested");
             self.metrics.wakes.with_label_values(&[server]).inc();
             m.signals().wake = true;
@@ -268,7 +471,7 @@ impl Lifecycle for LocalRuntime {
     }
 
     fn may_wake(&self, server: &str, player: &str, uuid: Option<u128>) -> bool {
-        let Some(m) = self.servers.get(server) else { return true };
+        let Some(m) = self.get(server) else { return true };
         let allow = &m.config.allow_wake;
         if allow.is_empty() {
             return true;
@@ -280,7 +483,7 @@ impl Lifecycle for LocalRuntime {
     }
 
     fn start_estimate(&self, server: &str) -> Duration {
-        let Some(m) = self.servers.get(server) else { return DEFAULT_ESTIMATE };
+        let Some(m) = self.get(server) else { return DEFAULT_ESTIMATE };
         let s = m.signals();
         if s.start_times.is_empty() {
             DEFAULT_ESTIMATE
@@ -290,14 +493,14 @@ impl Lifecycle for LocalRuntime {
     }
 
     fn session_opened(&self, server: &str, backend: &str) {
-        if let Some(m) = self.servers.get(server) {
+        if let Some(m) = self.get(server) {
             *m.signals().sessions.entry(backend.to_owned()).or_default() += 1;
             m.notify.notify_one();
         }
     }
 
     fn session_closed(&self, server: &str, backend: &str) {
-        if let Some(m) = self.servers.get(server) {
+        if let Some(m) = self.get(server) {
             let mut s = m.signals();
             if let Some(n) = s.sessions.get_mut(backend) {
                 *n = n.saturating_sub(1);
@@ -313,11 +516,10 @@ pub fn format_uuid(u: u128) -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// A running server process.
+/// A running server process (its stdin is kept in [`Managed`]: `Child::wait`
+/// would close a stdin it still held).
 struct Process {
     child: Child,
-    /// Kept apart: `Child::wait` closes a stdin it still holds.
-    stdin: Option<ChildStdin>,
     started: Instant,
     ready: bool,
     /// Kills what the server left behind (a wrapper script's children).
@@ -360,20 +562,26 @@ async fn supervise(rt: Arc<LocalRuntime>, m: Arc<Managed>, shutdown: Cancellatio
     let start_timeout = Duration::from_millis(m.config.start_timeout_ms);
     loop {
         // 1. Decide.
-        let (wake, players) = {
+        let (wake, players, hibernate, backup_running) = {
             let mut s = m.signals();
-            (std::mem::take(&mut s.wake), s.sessions.values().sum::<u32>())
+            (std::mem::take(&mut s.wake), s.sessions.values().sum::<u32>(), std::mem::take(&mut s.hibernate), s.backup_running)
         };
         let observed = Observed {
             replicas: u32::from(want_up),
             players: if want_up { vec![players] } else { vec![] },
             wake,
             pinned: m.config.pinned,
-            backup_running: false,
+            backup_running,
         };
-        let d = policy::decide(&spec, &observed, memory, epoch.elapsed());
+        let mut d = policy::decide(&spec, &observed, memory, epoch.elapsed());
+        if hibernate && !backup_running && !wake {
+            // Asked to stop (the API's `stop`): the policy starts from zero.
+            info!("stop requested");
+            d.replicas = 0;
+            d.memory = Memory::default();
+        }
         memory = d.memory;
-        let reason = d.reason.to_string();
+        let reason = if hibernate && d.replicas == 0 { "stop requested".to_string() } else { d.reason.to_string() };
         if reason != last_reason && !matches!(d.reason, policy::Reason::IdleWaiting { .. }) {
             info!(replicas = d.replicas, reason = %reason, "scale decision");
         }
@@ -390,9 +598,9 @@ async fn supervise(rt: Arc<LocalRuntime>, m: Arc<Managed>, shutdown: Cancellatio
                 Ok(mut child) => {
                     rt.metrics.starts.with_label_values(&[&m.config.name]).inc();
                     m.phase.send_replace(Phase::Starting);
-                    let stdin = child.stdin.take();
+                    *m.stdin.lock().await = child.stdin.take();
                     let group = GroupGuard(child.id());
-                    proc = Some(Process { child, stdin, started: Instant::now(), ready: false, group });
+                    proc = Some(Process { child, started: Instant::now(), ready: false, group });
                 }
                 Err(e) => {
                     warn!(error = %e, "server failed to start");
@@ -406,7 +614,7 @@ async fn supervise(rt: Arc<LocalRuntime>, m: Arc<Managed>, shutdown: Cancellatio
             if let Some(p) = proc.take() {
                 m.phase.send_replace(Phase::Stopping);
                 rt.metrics.hibernations.with_label_values(&[&m.config.name]).inc();
-                stop(&m.config, p).await;
+                stop(&m, p).await;
                 info!("server stopped (hibernated)");
             }
             if !matches!(*m.phase.borrow(), Phase::Sleeping) {
@@ -421,7 +629,16 @@ async fn supervise(rt: Arc<LocalRuntime>, m: Arc<Managed>, shutdown: Cancellatio
             _ = shutdown.cancelled() => {
                 if let Some(p) = proc.take() {
                     m.phase.send_replace(Phase::Stopping);
-                    stop(&m.config, p).await;
+                    stop(&m, p).await;
+                }
+                m.phase.send_replace(Phase::Sleeping);
+                return;
+            }
+            _ = m.cancel.cancelled() => {
+                // Removed or replaced: stop it, leave its data.
+                if let Some(p) = proc.take() {
+                    m.phase.send_replace(Phase::Stopping);
+                    stop(&m, p).await;
                 }
                 m.phase.send_replace(Phase::Sleeping);
                 return;
@@ -463,7 +680,7 @@ async fn supervise(rt: Arc<LocalRuntime>, m: Arc<Managed>, shutdown: Cancellatio
                     let p = proc.take().expect("present");
                     warn!("server not ready within the start timeout");
                     rt.metrics.crashes.with_label_values(&[&m.config.name]).inc();
-                    stop(&m.config, p).await;
+                    stop(&m, p).await;
                     failures += 1;
                     retry_at = Some(Instant::now() + backoff(failures));
                     m.phase.send_replace(Phase::Failed(format!(
@@ -487,6 +704,7 @@ async fn start(rt: &LocalRuntime, m: &Managed) -> std::io::Result<Child> {
     if let Some(parent) = m.log.parent() {
         std::fs::create_dir_all(parent)?;
     }
+    sync_plugins(rt, m).await?;
     info!(command = %m.config.command, dir = %m.dir.display(), "starting server");
     // `respawn` names this very binary, so the demo server works wherever it was built.
     let program = if m.config.command == "respawn" {
@@ -515,6 +733,31 @@ async fn start(rt: &LocalRuntime, m: &Managed) -> std::io::Result<Child> {
     Ok(child)
 }
 
+/// Downloads, verifies and places the server's managed plugins; any failure
+/// fails the start with a reason the held players see.
+async fn sync_plugins(rt: &LocalRuntime, m: &Managed) -> std::io::Result<()> {
+    if m.config.plugins.is_empty() && !m.dir.join("plugins").join(".respawn-plugins.json").exists() {
+        return Ok(());
+    }
+    let mut policy = respawn_plugins::FetchPolicy {
+        allow_private: rt.runtime.plugins_allow_private,
+        max_bytes: rt.runtime.plugins_max_bytes,
+        ..Default::default()
+    };
+    if let Some(ca) = &rt.runtime.plugins_ca_file {
+        policy.extra_root_pem = Some(std::fs::read(ca)?);
+    }
+    let report = respawn_plugins::sync(&m.dir.join("plugins"), &m.config.plugins, &policy)
+        .await
+        .map_err(|e| std::io::Error::other(format!("plugins: {e}")))?;
+    if report.has_failures() {
+        let why: Vec<String> = report.failures().map(|f| format!("plugin {}: {:?}", f.name, f.outcome)).collect();
+        return Err(std::io::Error::other(why.join("; ")));
+    }
+    info!(plugins = m.config.plugins.len(), "plugins in place");
+    Ok(())
+}
+
 async fn pump<R: tokio::io::AsyncRead + Unpin>(reader: BufReader<R>, sink: Arc<Mutex<LogSink>>) {
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -526,13 +769,33 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(reader: BufReader<R>, sink: Arc<M
     }
 }
 
-/// Graceful stop: the stop command on stdin, then SIGTERM, then SIGKILL.
-async fn stop(config: &ServerConfig, p: Process) {
-    let Process { mut child, stdin, group, .. } = p;
+/// Graceful stop: the stop command over RCON (when configured) or on stdin,
+/// then SIGTERM, then SIGKILL.
+async fn stop(m: &Managed, p: Process) {
+    let config = &m.config;
+    let Process { mut child, group, .. } = p;
     let timeout = Duration::from_millis(config.stop_timeout_ms);
+    let mut sent = false;
+    if let Some(r) = &config.rcon {
+        let rcon = crate::rcon::RconConfig::new(r.address.clone(), r.password.clone());
+        match crate::rcon::RconClient::connect(&rcon).await {
+            Ok(mut client) => match client.command(&config.stop_command).await {
+                Ok(_) => sent = true,
+                // The server may close RCON as it stops: the command went out.
+                Err(e) => {
+                    info!(error = %e, "rcon stop: no reply");
+                    sent = true;
+                }
+            },
+            Err(e) => warn!(error = %e, "rcon unreachable: stop via stdin"),
+        }
+    }
+    let stdin = m.stdin.lock().await.take();
     if let Some(mut stdin) = stdin {
-        let _ = stdin.write_all(format!("{}\n", config.stop_command).as_bytes()).await;
-        let _ = stdin.flush().await;
+        if !sent {
+            let _ = stdin.write_all(format!("{}\n", config.stop_command).as_bytes()).await;
+            let _ = stdin.flush().await;
+        }
         drop(stdin);
     }
     if tokio::time::timeout(timeout, child.wait()).await.is_ok() {
@@ -564,13 +827,14 @@ impl LogSink {
         Ok(Self { path: path.to_owned(), file, size, max_bytes, keep })
     }
 
+    /// Appends `line`, prefixed with the time (RFC 3339, UTC, milliseconds).
     pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        if self.size + line.len() as u64 + 1 > self.max_bytes && self.size > 0 {
+        let stamped = format!("{} {line}\n", humantime::format_rfc3339_millis(std::time::SystemTime::now()));
+        if self.size + stamped.len() as u64 > self.max_bytes && self.size > 0 {
             self.rotate()?;
         }
-        self.file.write_all(line.as_bytes())?;
-        self.file.write_all(b"\n")?;
-        self.size += line.len() as u64 + 1;
+        self.file.write_all(stamped.as_bytes())?;
+        self.size += stamped.len() as u64;
         Ok(())
     }
 
@@ -601,12 +865,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.log");
-        let mut sink = LogSink::open(&path, 100, 2).unwrap();
+        let mut sink = LogSink::open(&path, 200, 2).unwrap();
         for i in 0..50 {
             sink.write_line(&format!("line {i:04} padding")).unwrap();
         }
         let current = std::fs::read_to_string(&path).unwrap();
-        assert!(current.len() <= 100 && current.ends_with("line 0049 padding\n"), "{current}");
+        assert!(current.len() <= 200 && current.ends_with("line 0049 padding\n"), "{current}");
+        let (at, text) = parse_log_line(current.lines().last().unwrap()).unwrap();
+        assert_eq!(text, "line 0049 padding");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert!((now - at).abs() < 60_000, "stamped now: {at} vs {now}");
         assert!(dir.join("s.log.1").exists() && dir.join("s.log.2").exists());
         assert!(!dir.join("s.log.3").exists());
         let _ = std::fs::remove_dir_all(&dir);
@@ -638,6 +906,8 @@ mod tests {
             pinned: false,
             allow_wake: vec!["Notch".into(), "069a79f444e94726a5befca90e38aaf5".into()],
             proxy_protocol: false,
+            rcon: None,
+            plugins: vec![],
         };
         let rt = LocalRuntime::new(&[cfg], RuntimeConfig::default());
         assert!(rt.may_wake("s", "notch", None));

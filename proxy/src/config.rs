@@ -70,6 +70,14 @@ pub struct Config {
     pub servers: Vec<ServerConfig>,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// `[api]`: the management API's settings, read by `respawn up` (the
+    /// proxy itself ignores them).
+    #[serde(default)]
+    pub api: Option<toml::Table>,
+    /// `[api_servers]`: how `respawn up` runs the servers created through
+    /// the API (command template, ports); ignored by the proxy.
+    #[serde(default)]
+    pub api_servers: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
