@@ -331,3 +331,30 @@ pub async fn up(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::Re
     let _ = runtime_task.await;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example `respawn up` reads out of the box is valid in every part.
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/respawn.toml");
+        let config = respawn_proxy::Config::load(&path).unwrap();
+        let api: respawn_api::ApiConfig = config.api.clone().unwrap().try_into().unwrap();
+        api.validate().unwrap();
+        let template: ServerTemplate = config.api_servers.clone().unwrap().try_into().unwrap();
+        template.validate().unwrap();
+        assert_eq!(template.command, "respawn");
+    }
+
+    #[test]
+    fn bad_templates_name_the_field() {
+        let bad = |t: ServerTemplate| t.validate().unwrap_err().to_string();
+        assert!(bad(ServerTemplate { ports: [40, 30], ..Default::default() }).starts_with("api_servers.ports"));
+        assert!(bad(ServerTemplate { command: " ".into(), ..Default::default() }).starts_with("api_servers.command"));
+        assert!(bad(ServerTemplate { host: "localhost".into(), ..Default::default() }).starts_with("api_servers.host"));
+        let unknown: Result<ServerTemplate, _> = toml::from_str("comand = \"x\"");
+        assert!(unknown.unwrap_err().to_string().contains("comand"));
+    }
+}
