@@ -396,3 +396,214 @@ async fn leader_election_lets_one_replica_act() {
     let err = leases.replace("respawn-controller", &PostParams::default(), &stale).await.unwrap_err();
     assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err:?}");
 }
+
+/// A live mineflayer bot that stays in the world until told to leave
+/// (`bot.js --stay`): it chats on command, and any end of its session while
+/// playing shows as an `end` event.
+struct Bot {
+    name: String,
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    /// Every line seen so far, for assertions and failure messages.
+    seen: Vec<Value>,
+}
+
+impl Bot {
+    /// Joins through the proxy by hostname and waits until it plays.
+    async fn join(proxy_port: &str, host: &str, name: &str) -> Bot {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("node")
+            .arg(peers_dir().join("bot.js"))
+            .args(["--connect-port", proxy_port, "--host", host, "--username", name])
+            .args(["--chat", &format!("{name} joined"), "--version", "1.21.4", "--stay", "--timeout-ms", "40000"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs bot.js");
+        let stdin = child.stdin.take().unwrap();
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let mut bot = Bot { name: name.into(), child, stdin, lines, seen: Vec::new() };
+        let playing = bot.next_where(Duration::from_secs(45), |v| v["event"] == "playing" || v.get("ok").is_some()).await;
+        assert!(playing.as_ref().is_some_and(|v| v["event"] == "playing"), "{name} did not get in: {:?}", bot.seen);
+        bot
+    }
+
+    /// The next line matching `want`, within `within`.
+    async fn next_where(&mut self, within: Duration, want: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv()).await.ok().flatten()?;
+            self.seen.push(line.clone());
+            if want(&line) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// Takes the lines printed so far without waiting.
+    fn drain_lines(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// Still in the world: no `end` so far, and a chat line comes back.
+    async fn assert_alive(&mut self, when: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.drain_lines();
+        assert!(!self.seen.iter().any(|v| v["event"] == "end"), "{} was disconnected {when}: {:?}", self.name, self.seen);
+        let text = format!("{} still here {when}", self.name).replace(' ', "_");
+        self.stdin.write_all(format!("chat {text}\n").as_bytes()).await.unwrap();
+        let echo = self.next_where(Duration::from_secs(10), |v| v["event"] == "chat" || v["event"] == "end").await;
+        assert!(
+            echo.as_ref().is_some_and(|v| v["event"] == "chat" && v["echoed"] == true),
+            "{} cannot chat {when}: {:?}",
+            self.name,
+            self.seen
+        );
+    }
+
+    /// Leaves the world; it must have played to the end without a disconnect.
+    async fn leave(mut self) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(b"leave\n").await.unwrap();
+        let last = self.next_where(Duration::from_secs(10), |v| v.get("ok").is_some()).await;
+        assert!(
+            last.as_ref().is_some_and(|v| v["ok"] == true && v["disconnected"] == false),
+            "{} did not leave cleanly: {:?}",
+            self.name,
+            self.seen
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+/// Ready pods of a server in the fake, by name.
+fn ready_pods(fake: &FakeApiServer, ns: &str, server: &str) -> Vec<String> {
+    let mut pods: Vec<String> = fake
+        .objects("v1", "Pod")
+        .iter()
+        .filter(|p| p["metadata"]["namespace"] == ns && p["metadata"]["labels"]["respawn.dev/server"] == server)
+        .filter(|p| p["status"]["conditions"][0]["status"] == "True")
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    pods.sort();
+    pods
+}
+
+/// Players per pod as this proxy reports them to the controller.
+fn players_by_pod(discovery: &KubeDiscovery, server: &str) -> Value {
+    json!(discovery.report().get(server).cloned().unwrap_or_default())
+}
+
+/// Live bots through the proxy's Kubernetes discovery: the fleet grows by
+/// players per replica as they join (each new player goes to the pod with the
+/// fewest), and as they leave it drains the highest pod — which keeps its
+/// player until that player leaves — and shrinks; no bot still playing is
+/// ever disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_live_bots_grows_and_shrinks_by_draining_without_disconnecting_anyone() {
+    let fake = cluster_with_crd().await;
+    let servers = create_server(
+        &fake,
+        "acme",
+        "arena",
+        json!({ "hostnames": ["arena.acme.test"], "replicas": { "min": 1, "max": 3 }, "playersPerReplica": 2,
+                "stabilizationSeconds": 2, "idleTimeoutSeconds": 600 }),
+    )
+    .await;
+    let stop_controller = start_controller(&fake);
+    let _kubelet = kubelet(&fake, "acme", "arena", Arc::new(squid));
+    let discovery = KubeDiscovery::new(fake.client(), "respawn-system", "proxy-a");
+    let proxy = Proxy::with_lifecycle(Config::parse(OPEN_LIMITS).unwrap(), discovery.clone()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let stop_proxy = CancellationToken::new();
+    tokio::spawn(discovery.clone().run(proxy.clone(), stop_proxy.clone()));
+    let (p, s) = (proxy.clone(), stop_proxy.clone());
+    tokio::spawn(async move { p.serve(listener, s).await });
+
+    let replicas = || sts_replicas(&fake, "acme", "arena");
+    // The proxy picks up a newly ready pod within its watch's debounce; give
+    // it a moment beyond the fake's own view.
+    let pods_ready = |n: usize| {
+        let fake = &fake;
+        async move {
+            eventually(&format!("{n} pods ready"), Duration::from_secs(30), || async { ready_pods(fake, "acme", "arena").len() == n }).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    eventually("min replicas", Duration::from_secs(10), || async { replicas().await == Some(1) }).await;
+    pods_ready(1).await;
+
+    // Two players fill pod 0; a third makes it ceil(3/2) = 2 replicas.
+    let mut a = Bot::join(&port, "arena.acme.test", "Ann").await;
+    let b = Bot::join(&port, "arena.acme.test", "Ben").await;
+    let c = Bot::join(&port, "arena.acme.test", "Cal").await;
+    assert_eq!(players_by_pod(&discovery, "acme/arena"), json!({ "arena-0": 3 }));
+    eventually("2 replicas for 3 players", Duration::from_secs(10), || async { replicas().await == Some(2) }).await;
+    pods_ready(2).await;
+    // The next players go to the emptier pod 1; at 5 players, 3 replicas.
+    let d = Bot::join(&port, "arena.acme.test", "Dan").await;
+    let mut e = Bot::join(&port, "arena.acme.test", "Eve").await;
+    assert_eq!(players_by_pod(&discovery, "acme/arena"), json!({ "arena-0": 3, "arena-1": 2 }));
+    eventually("3 replicas for 5 players", Duration::from_secs(10), || async { replicas().await == Some(3) }).await;
+    pods_ready(3).await;
+    let mut f = Bot::join(&port, "arena.acme.test", "Fay").await;
+    assert_eq!(players_by_pod(&discovery, "acme/arena"), json!({ "arena-0": 3, "arena-1": 2, "arena-2": 1 }));
+    eventually("6 players in status", Duration::from_secs(10), || async {
+        servers.get("arena").await.ok().and_then(|m| m.status).is_some_and(|s| s.players == 6)
+    })
+    .await;
+
+    // Four leave; Eve (pod 1) and Fay (pod 2) play on. The target is 1, but
+    // pods 1 and 2 hold players: pod 2 is drained, nothing is removed.
+    a.assert_alive("before the others leave").await;
+    for bot in [a, b, c, d] {
+        bot.leave().await;
+    }
+    eventually("draining pod 2", Duration::from_secs(10), || async {
+        servers.get("arena").await.ok().and_then(|m| m.status).is_some_and(|s| s.draining_ordinal == Some(2) && s.players == 2)
+    })
+    .await;
+    // Past the stabilisation window, still 3: pod 2 has Fay on it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(replicas().await, Some(3), "a pod with a player on it was removed");
+    f.assert_alive("on the draining pod").await;
+    e.assert_alive("while pod 2 drains").await;
+    // A new player is not sent to the draining pod.
+    let g = Bot::join(&port, "arena.acme.test", "Gus").await;
+    let by_pod = players_by_pod(&discovery, "acme/arena");
+    assert_eq!(by_pod["arena-2"], json!(1), "only Fay on the draining pod: {by_pod}");
+    g.leave().await;
+
+    // Fay leaves: pod 2 goes; Eve holds pod 1, so the fleet keeps 2 replicas.
+    f.leave().await;
+    eventually("scaled down to 2", Duration::from_secs(20), || async { replicas().await == Some(2) }).await;
+    eventually("pod 2 gone", Duration::from_secs(10), || async { ready_pods(&fake, "acme", "arena").len() == 2 }).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(replicas().await, Some(2), "pod 1 has Eve on it");
+    e.assert_alive("after pod 2 was removed").await;
+
+    // Eve leaves last: down to the minimum.
+    e.leave().await;
+    eventually("scaled down to 1", Duration::from_secs(20), || async { replicas().await == Some(1) }).await;
+    let events = fake.objects("events.k8s.io/v1", "Event");
+    // The recorder folds repeats of one reason into a series.
+    let downs: u64 =
+        events.iter().filter(|e| e["reason"] == "ScaledDown").map(|e| e["series"]["count"].as_u64().unwrap_or(1)).sum();
+    assert!(downs >= 2, "3 → 2 → 1 recorded: {events:?}");
+    stop_proxy.cancel();
+    stop_controller.cancel();
+}
