@@ -193,13 +193,17 @@ async fn take(state: &AppState, backup_id: &str, protect: Option<&str>) -> Resul
             return Err(e);
         }
     };
-    rows::mark_succeeded(&state.db, backup_id, &key, written.bytes, &written.sha256).await?;
-    state.metrics.backup_finished("succeeded", elapsed, written.bytes);
-    tracing::info!(backup = %backup_id, server = %server_id, bytes = written.bytes, entries = written.entries,
-        seconds = elapsed, "backup succeeded");
-    if let Err(e) = enforce_retention(state, &server_id, protect).await {
+    rows::mark_uploaded(&state.db, backup_id, &key, written.bytes, &written.sha256).await?;
+    // Retention before the status says `succeeded`: whoever polls sees the
+    // old backups already gone when it sees the new one done.
+    if let Err(e) = enforce_retention(state, &server_id, backup_id, protect).await {
         tracing::warn!(server = %server_id, error = ?e, "retention could not be applied");
     }
+    // Counted before the status flips, so a poller that sees it done sees it counted.
+    state.metrics.backup_finished("succeeded", elapsed, written.bytes);
+    rows::mark_succeeded(&state.db, backup_id).await?;
+    tracing::info!(backup = %backup_id, server = %server_id, bytes = written.bytes, entries = written.entries,
+        seconds = elapsed, "backup succeeded");
     rows::by_id(&state.db, backup_id).await?.ok_or_else(|| failed("the backup was deleted"))
 }
 
@@ -300,13 +304,18 @@ async fn remove_quietly(path: &std::path::Path) {
 }
 
 /// Deletes the succeeded, unlocked backups beyond the server's `keep_last`,
-/// newest kept. Locked ones and ones a restore is reading are never counted
-/// out; neither is `protect`.
-pub async fn enforce_retention(state: &AppState, server_id: &str, protect: Option<&str>) -> Result<u32, ApiError> {
+/// newest kept, counting `just_made` as succeeded. Locked ones and ones a
+/// restore is reading are never counted out; neither is `protect`.
+pub async fn enforce_retention(
+    state: &AppState,
+    server_id: &str,
+    just_made: &str,
+    protect: Option<&str>,
+) -> Result<u32, ApiError> {
     let keep = state.backups.keep_last(state, server_id).await?;
     let mut removed = 0;
-    for victim in rows::beyond_retention(&state.db, server_id, keep).await? {
-        if Some(victim.id.as_str()) == protect {
+    for victim in rows::beyond_retention(&state.db, server_id, keep, just_made).await? {
+        if Some(victim.id.as_str()) == protect || victim.id == just_made {
             continue;
         }
         match remove_backup(state, &victim, false).await {

@@ -217,24 +217,26 @@ pub async fn mark_running(db: &Db, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn mark_succeeded(
-    db: &Db,
-    id: &str,
-    object_key: &str,
-    size_bytes: u64,
-    sha256: &str,
-) -> Result<(), ApiError> {
-    sqlx::query(
-        "UPDATE backups SET status = 'succeeded', object_key = $1, size_bytes = $2, sha256 = $3, error = NULL, \
-         finished_at_ms = $4 WHERE id = $5",
-    )
-    .bind(object_key)
-    .bind(size_bytes as i64)
-    .bind(sha256)
-    .bind(now_ms())
-    .bind(id)
-    .execute(&db.pool)
-    .await?;
+/// Records where the archive went; the status stays `running` until
+/// retention has been applied, so a client that sees `succeeded` also sees
+/// the backups retention removed gone.
+pub async fn mark_uploaded(db: &Db, id: &str, object_key: &str, size_bytes: u64, sha256: &str) -> Result<(), ApiError> {
+    sqlx::query("UPDATE backups SET object_key = $1, size_bytes = $2, sha256 = $3 WHERE id = $4")
+        .bind(object_key)
+        .bind(size_bytes as i64)
+        .bind(sha256)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_succeeded(db: &Db, id: &str) -> Result<(), ApiError> {
+    sqlx::query("UPDATE backups SET status = 'succeeded', error = NULL, finished_at_ms = $1 WHERE id = $2")
+        .bind(now_ms())
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
     Ok(())
 }
 
@@ -307,17 +309,19 @@ pub async fn in_use_by_restore(db: &Db, backup_id: &str) -> Result<bool, ApiErro
 
 /// The succeeded, unlocked backups of a server beyond the newest `keep`
 /// (newest first by id, which is creation order), leaving out any a pending
-/// restore reads. `keep == 0` keeps everything.
-pub async fn beyond_retention(db: &Db, server_id: &str, keep: u32) -> Result<Vec<Backup>, ApiError> {
+/// restore reads; `just_made` (uploaded, about to be marked succeeded)
+/// counts as succeeded. `keep == 0` keeps everything.
+pub async fn beyond_retention(db: &Db, server_id: &str, keep: u32, just_made: &str) -> Result<Vec<Backup>, ApiError> {
     if keep == 0 {
         return Ok(Vec::new());
     }
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM backups WHERE server_id = $1 AND status = 'succeeded' AND locked = 0 \
+        "SELECT {COLUMNS} FROM backups WHERE server_id = $1 AND (status = 'succeeded' OR id = $2) AND locked = 0 \
          AND id NOT IN (SELECT backup_id FROM restores WHERE status IN ('queued', 'running')) \
          ORDER BY id DESC"
     ))
     .bind(server_id)
+    .bind(just_made)
     .fetch_all(&db.pool)
     .await?;
     rows.iter().skip(keep as usize).map(from_row).collect()
