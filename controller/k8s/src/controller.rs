@@ -55,6 +55,21 @@ pub const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);
 /// slot (a controller that restarts may find many pending at once).
 pub const WAKE_CONCURRENCY: usize = 8;
 
+/// Written by the management API's `stop` (an RFC 3339 time): scale to zero
+/// now, even with players on or above the minimum, until a later wake request
+/// (the proxy's or the API's) supersedes it. Comparing the two times keeps the
+/// controller stateless about it.
+pub const HIBERNATE_ANNOTATION: &str = "respawn.dev/hibernate-requested-at";
+
+/// A hibernate request newer than the last wake request is in force.
+fn hibernate_requested(mcs: &MinecraftServer) -> bool {
+    let at = |key: &str| mcs.annotations().get(key).and_then(|t| t.parse::<Timestamp>().ok());
+    match (at(HIBERNATE_ANNOTATION), at(WAKE_ANNOTATION)) {
+        (Some(hibernate), Some(wake)) => hibernate > wake,
+        (hibernate, _) => hibernate.is_some(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("kubernetes API: {0}")]
@@ -185,6 +200,10 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
 
     // Decide.
     let mut decision = policy::decide(&policy_spec(&mcs.spec), &observed, memory, now);
+    let hibernating = hibernate_requested(&mcs);
+    if hibernating {
+        decision.replicas = 0;
+    }
     let draining = matches!(decision.reason, Reason::Stabilizing { .. } | Reason::HoldingPlayers { .. })
         && decision.replicas > 0;
     let draining_since = draining.then(|| status.draining_since.as_deref().and_then(to_epoch).unwrap_or(now));
@@ -196,16 +215,18 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
             decision.reason = Reason::DrainTimeout { ordinal: replicas - 1 };
         }
 
+    let reason = if hibernating { "hibernate requested".to_owned() } else { decision.reason.to_string() };
+
     // Act.
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     svc_api.patch(&name, &apply, &Patch::Apply(render::service(&mcs))).await?;
     sts_api.patch(&name, &apply, &Patch::Apply(render::stateful_set(&mcs, decision.replicas))).await?;
     if decision.replicas != replicas {
-        info!(server = %name, namespace = %ns, from = replicas, to = decision.replicas, reason = %decision.reason, "scaling");
+        info!(server = %name, namespace = %ns, from = replicas, to = decision.replicas, %reason, "scaling");
         let event = Event {
             type_: EventType::Normal,
             reason: if decision.replicas > replicas { "ScaledUp".into() } else { "ScaledDown".into() },
-            note: Some(format!("{replicas} → {} replicas: {}", decision.replicas, decision.reason)),
+            note: Some(format!("{replicas} → {} replicas: {}", decision.replicas, reason)),
             action: "Scale".into(),
             secondary: None,
         };
@@ -231,7 +252,7 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
         lower_since: decision.memory.lower_since.map(from_epoch),
         handled_wake: wake_request.or(status.handled_wake.clone()),
         last_decision: Some(if decision.replicas != replicas || status.last_decision.is_none() {
-            ScaleDecision { replicas: decision.replicas, reason: decision.reason.to_string(), at: from_epoch(now) }
+            ScaleDecision { replicas: decision.replicas, reason, at: from_epoch(now) }
         } else {
             status.last_decision.clone().expect("checked")
         }),
@@ -382,6 +403,23 @@ fn servers_changed_by(index: &ReportIndex, lease: &Lease) -> Vec<ObjectRef<Minec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hibernate_request_holds_until_a_later_wake() {
+        let with = |annotations: &[(&str, &str)]| {
+            let spec = serde_json::from_value(json!({"hostnames": ["a.example"]})).unwrap();
+            let mut mcs = MinecraftServer::new("a", spec);
+            mcs.metadata.annotations =
+                Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+            hibernate_requested(&mcs)
+        };
+        assert!(!with(&[]));
+        assert!(!with(&[(WAKE_ANNOTATION, "2026-01-01T00:00:00Z")]));
+        assert!(with(&[(HIBERNATE_ANNOTATION, "2026-01-01T00:00:00Z")]));
+        assert!(with(&[(HIBERNATE_ANNOTATION, "2026-01-01T00:00:01Z"), (WAKE_ANNOTATION, "2026-01-01T00:00:00.5Z")]));
+        assert!(!with(&[(HIBERNATE_ANNOTATION, "2026-01-01T00:00:01Z"), (WAKE_ANNOTATION, "2026-01-01T00:00:02Z")]));
+        assert!(!with(&[(HIBERNATE_ANNOTATION, "not a time")]));
+    }
 
     #[test]
     fn phases() {
