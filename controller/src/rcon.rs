@@ -60,9 +60,38 @@ pub struct RconConfig {
     pub timeout: Duration,
 }
 
+/// Minecraft's RCON port when `rcon.port` is not set.
+pub const DEFAULT_PORT: u16 = 25575;
+
 impl RconConfig {
     pub fn new(address: impl Into<String>, password: impl Into<String>) -> RconConfig {
         RconConfig { address: address.into(), password: password.into(), timeout: DEFAULT_TIMEOUT }
+    }
+
+    /// The RCON settings in a `server.properties` text, reached at `host`:
+    /// `None` unless `enable-rcon=true` and `rcon.password` is set (Minecraft
+    /// does not start RCON without a password). `rcon.port` defaults to
+    /// 25575; an unparsable port is `None` rather than a guess.
+    pub fn from_server_properties(text: &str, host: &str) -> Option<RconConfig> {
+        let mut enabled = false;
+        let mut port = DEFAULT_PORT;
+        let mut password = None;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else { continue };
+            match key.trim() {
+                "enable-rcon" => enabled = value.trim() == "true",
+                "rcon.port" => port = value.trim().parse().ok()?,
+                // Kept as written (a password may end in spaces).
+                "rcon.password" => password = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        let password = password.filter(|p| !p.is_empty())?;
+        enabled.then(|| RconConfig::new(format!("{host}:{port}"), password))
     }
 }
 
@@ -341,6 +370,25 @@ mod tests {
         assert!(decode(&5i32.to_le_bytes()).is_err());
         assert!(decode(&(-3i32).to_le_bytes()).is_err());
         assert!(decode(&((MAX_PACKET_BYTES + 1) as i32).to_le_bytes()).is_err());
+    }
+
+    #[test]
+    fn reads_server_properties() {
+        let text = "#Minecraft server properties\nmotd=hi\nenable-rcon=true\nrcon.port=25601\nrcon.password=s3cret\n";
+        let config = RconConfig::from_server_properties(text, "127.0.0.1").expect("enabled");
+        assert_eq!((config.address.as_str(), config.password.as_str()), ("127.0.0.1:25601", "s3cret"));
+        let default_port = RconConfig::from_server_properties("enable-rcon=true\nrcon.password=p\n", "h");
+        assert_eq!(default_port.map(|c| c.address), Some("h:25575".to_owned()));
+        for off in [
+            "enable-rcon=false\nrcon.password=p\n",
+            "rcon.password=p\n",
+            "enable-rcon=true\nrcon.password=\n",
+            "enable-rcon=true\n",
+            "enable-rcon=true\nrcon.password=p\nrcon.port=lots\n",
+            "#enable-rcon=true\nrcon.password=p\n",
+        ] {
+            assert_eq!(RconConfig::from_server_properties(off, "h"), None, "{off:?}");
+        }
     }
 
     #[tokio::test]
