@@ -175,7 +175,7 @@ async fn record_failure(state: &AppState, backup_id: &str, e: &JobError) {
 }
 
 /// Runs one backup whose row exists, holding the server's turn: archive,
-/// upload, mark succeeded, apply retention (never touching `protect`).
+/// upload, apply retention (never touching `protect`), mark succeeded.
 /// On failure the caller records the error.
 async fn take(state: &AppState, backup_id: &str, protect: Option<&str>) -> Result<Backup, JobError> {
     let started = Instant::now();
