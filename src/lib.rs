@@ -3,3 +3,4 @@
 #![forbid(unsafe_code)]
 
 pub mod embedded;
+pub mod kube_runtime;

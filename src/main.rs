@@ -39,6 +39,14 @@ enum Command {
         /// TOML file with the API settings; defaults apply without one.
         #[arg(long, short, env = "RESPAWN_API_CONFIG")]
         config: Option<PathBuf>,
+        /// Run servers as MinecraftServer resources in the cluster (on by
+        /// default inside a cluster); otherwise the API runs nothing.
+        #[arg(long, env = "RESPAWN_KUBERNETES", default_value_t = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())]
+        kubernetes: bool,
+        /// Where the API writes MinecraftServers (default: its own namespace,
+        /// POD_NAMESPACE, else `respawn-system`).
+        #[arg(long, env = "RESPAWN_SERVERS_NAMESPACE")]
+        servers_namespace: Option<String>,
     },
     /// Run every component in one process on the embedded default.
     Up {
@@ -102,9 +110,20 @@ fn main() -> Result<()> {
                 print!("{}", respawn_k8s::crd::crd_yaml());
                 Ok(())
             }
-            Command::Api { config } => {
+            Command::Api { config, kubernetes: false, .. } => {
                 let config = respawn_api::ApiConfig::load(config.as_deref())?;
                 respawn_api::run(config, shutdown).await
+            }
+            Command::Api { config, kubernetes: true, servers_namespace } => {
+                let config = respawn_api::ApiConfig::load(config.as_deref())?;
+                let client = kube::Client::try_default().await?;
+                let namespace = servers_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "respawn-system".into());
+                let (runtime, status) = respawn::kube_runtime::KubeRuntime::new(client, &namespace);
+                tokio::spawn(status.run(shutdown.clone()));
+                tracing::info!(%namespace, "servers run as MinecraftServers");
+                respawn_api::run_with_runtime(config, std::sync::Arc::new(runtime), shutdown).await
             }
         }
     })
