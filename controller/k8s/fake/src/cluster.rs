@@ -77,7 +77,16 @@ struct Shared {
     store: Mutex<Store>,
     faults: Mutex<Vec<Fault>>,
     log: Mutex<Vec<RecordedRequest>>,
+    /// Container output per pod (`namespace/name`), as the kubelet would keep it.
+    pod_logs: Mutex<std::collections::HashMap<String, Vec<PodLogLine>>>,
     options: FakeOptions,
+}
+
+/// One line a pod's container wrote, and when.
+#[derive(Debug, Clone)]
+pub(crate) struct PodLogLine {
+    pub(crate) at: jiff::Timestamp,
+    pub(crate) text: String,
 }
 
 /// A cheap, cloneable handle on one fake cluster.
@@ -101,6 +110,7 @@ impl Cluster {
                 store: Mutex::new(store),
                 faults: Mutex::new(Vec::new()),
                 log: Mutex::new(Vec::new()),
+                pod_logs: Mutex::default(),
                 options,
             }),
         }
@@ -200,6 +210,19 @@ impl Cluster {
     /// earlier resourceVersion gets 410 Gone and has to relist.
     pub fn compact(&self) {
         self.store().compact();
+    }
+
+    /// Appends a line to a pod's log (served by `GET …/pods/{name}/log`), as the
+    /// kubelet would record the container's output at `at`.
+    pub fn append_pod_log(&self, namespace: &str, pod: &str, at: jiff::Timestamp, line: &str) {
+        lock(&self.shared.pod_logs)
+            .entry(format!("{namespace}/{pod}"))
+            .or_default()
+            .push(PodLogLine { at, text: line.to_owned() });
+    }
+
+    pub(crate) fn pod_log(&self, namespace: &str, pod: &str) -> Vec<PodLogLine> {
+        lock(&self.shared.pod_logs).get(&format!("{namespace}/{pod}")).cloned().unwrap_or_default()
     }
 
     /// The resourceVersion of the latest write.

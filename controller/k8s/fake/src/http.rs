@@ -333,8 +333,44 @@ fn serve_object(app: &App, path: &ObjectPath, req: &Request<'_>) -> Result<Respo
             };
             Ok(json_response(StatusCode::OK, &scale))
         }
+        Some("log") if rt.group.is_empty() && rt.plural == "pods" => match method {
+            Method::GET => pod_log(app, &rt, &ns, name, req.query),
+            _ => Err(ApiError::method_not_allowed()),
+        },
         Some(_) => Err(ApiError::no_such_resource()),
     }
+}
+
+/// `GET …/pods/{name}/log`: the lines `append_pod_log` recorded, as plain text, with
+/// `sinceTime`, `tailLines` and `timestamps` applied like the kubelet does. `container`,
+/// `follow` and the other options are not emulated.
+fn pod_log(app: &App, rt: &ResourceType, ns: &str, name: &str, query: &Query) -> Result<Response, ApiError> {
+    app.cluster.store().get(rt, ns, name)?;
+    let since = match query.get("sinceTime") {
+        Some(raw) => Some(
+            raw.parse::<jiff::Timestamp>()
+                .map_err(|e| ApiError::bad_request(format!("sinceTime: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut lines = app.cluster.pod_log(ns, name);
+    lines.retain(|l| since.is_none_or(|t| l.at >= t));
+    if let Some(raw) = query.get("tailLines") {
+        let tail: usize = raw
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("tailLines: invalid value {raw:?}")))?;
+        lines.drain(..lines.len().saturating_sub(tail));
+    }
+    let timestamps = query.flag("timestamps");
+    let text: String = lines
+        .iter()
+        .map(|l| if timestamps { format!("{} {}\n", l.at, l.text) } else { format!("{}\n", l.text) })
+        .collect();
+    let mut response = (StatusCode::OK, text).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(response)
 }
 
 fn list_document(rt: &ResourceType, req: &Request<'_>, items: Vec<Value>, rv: u64) -> Value {
