@@ -1,6 +1,8 @@
 //! Renders a `MinecraftServer` into the objects that run it: a StatefulSet
 //! (one volume claim per replica, so `/data` survives replicas 0) and a
 //! headless Service. Pure functions: the reconciler applies what they return.
+//! A server with plugins gets an init container running `respawn plugin-sync`
+//! (the code the local runtime runs before a start) on its `/data` volume.
 
 use std::collections::BTreeMap;
 
@@ -16,12 +18,47 @@ use k8s_openapi::{
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::{LabelSelector, ObjectMeta}, util::intstr::IntOrString},
 };
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 
-use crate::crd::{DEFAULT_IMAGE, MinecraftServer};
+use crate::crd::{DEFAULT_IMAGE, MinecraftServer, PluginRef};
 
 pub const SERVER_LABEL: &str = "respawn.dev/server";
 pub const GAME_PORT: i32 = 25565;
 pub const RCON_PORT: i32 = 25575;
+/// Respawn's own image (deploy/base runs every component from it), which the
+/// plugin-sync init container runs unless [`RenderOptions`] names another.
+pub const DEFAULT_RESPAWN_IMAGE: &str = "respawn:latest";
+/// Names the Respawn image for the init container (set it to the image the
+/// controller itself runs).
+pub const RESPAWN_IMAGE_ENV: &str = "RESPAWN_IMAGE";
+/// Where the server image keeps its plugins (its data volume is `/data`).
+pub const PLUGINS_DIR: &str = "/data/plugins";
+/// The itzg image runs the server as 1000:1000; the init container writes the
+/// jars as the same user so the server can read and later replace them.
+const SERVER_UID: i64 = 1000;
+
+/// What rendering needs beyond the resource itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// The image of the plugin-sync init container.
+    pub respawn_image: String,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self { respawn_image: DEFAULT_RESPAWN_IMAGE.into() }
+    }
+}
+
+impl RenderOptions {
+    /// Defaults, with the image from `RESPAWN_IMAGE` when set.
+    pub fn from_env() -> Self {
+        match std::env::var(RESPAWN_IMAGE_ENV) {
+            Ok(image) if !image.trim().is_empty() => Self { respawn_image: image },
+            _ => Self::default(),
+        }
+    }
+}
 
 pub fn labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -66,8 +103,68 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
-/// The StatefulSet for `mcs` at `replicas`.
+/// One entry of `RESPAWN_PLUGIN_SPECS`: the JSON shape `respawn plugin-sync` reads.
+#[derive(Serialize)]
+struct PluginSyncSpec<'a> {
+    name: &'a str,
+    version: &'a str,
+    download_url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha512: Option<&'a str>,
+}
+
+/// The init container that downloads, verifies and places the plugins in
+/// `/data/plugins` before the server starts; `None` without plugins.
+fn plugin_sync(plugins: &[PluginRef], options: &RenderOptions) -> Option<Container> {
+    if plugins.is_empty() {
+        return None;
+    }
+    let specs: Vec<PluginSyncSpec<'_>> = plugins
+        .iter()
+        .map(|p| PluginSyncSpec {
+            name: &p.name,
+            version: p.version.as_deref().unwrap_or("unversioned"),
+            download_url: &p.url,
+            sha256: p.sha256.as_deref(),
+            sha512: p.sha512.as_deref(),
+        })
+        .collect();
+    let specs = serde_json::to_string(&specs).expect("plugin specs serialise");
+    Some(Container {
+        name: "plugin-sync".into(),
+        image: Some(options.respawn_image.clone()),
+        command: Some(vec!["respawn".into()]),
+        args: Some(vec!["plugin-sync".into(), "--dir".into(), PLUGINS_DIR.into()]),
+        env: Some(vec![env("RESPAWN_PLUGIN_SPECS", specs)]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("50m".into())),
+                ("memory".to_owned(), Quantity("64Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".into()))])),
+            ..ResourceRequirements::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount { name: "data".into(), mount_path: "/data".into(), ..VolumeMount::default() }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            run_as_non_root: Some(true),
+            run_as_user: Some(SERVER_UID),
+            run_as_group: Some(SERVER_UID),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    })
+}
+
+/// The StatefulSet for `mcs` at `replicas`, with the default [`RenderOptions`].
 pub fn stateful_set(mcs: &MinecraftServer, replicas: u32) -> StatefulSet {
+    stateful_set_with(mcs, replicas, &RenderOptions::default())
+}
+
+/// The StatefulSet for `mcs` at `replicas`.
+pub fn stateful_set_with(mcs: &MinecraftServer, replicas: u32, options: &RenderOptions) -> StatefulSet {
     let name = mcs.name_any();
     let spec = &mcs.spec;
     let mut envs = vec![env("EULA", "TRUE"), env("ENABLE_RCON", "true")];
@@ -123,6 +220,7 @@ pub fn stateful_set(mcs: &MinecraftServer, replicas: u32) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels(&name)), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
+                    init_containers: plugin_sync(&spec.plugins, options).map(|c| vec![c]),
                     containers: vec![container],
                     // Give `stop` time to save the world.
                     termination_grace_period_seconds: Some(60),
@@ -200,6 +298,47 @@ mod tests {
         let owner = &sts.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.controller), ("MinecraftServer", Some(true)));
         assert_eq!(sts.metadata.namespace.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn plugins_get_a_plugin_sync_init_container_on_the_data_volume() {
+        assert!(stateful_set(&mcs(), 1).spec.unwrap().template.spec.unwrap().init_containers.is_none(), "none without plugins");
+        let mut m = mcs();
+        m.spec.plugins = serde_json::from_value(serde_json::json!([
+            {"name": "worldedit", "version": "7.3.0", "url": "https://plugins.example/we.jar", "sha256": "ab"},
+            {"name": "luckperms", "url": "https://plugins.example/lp.jar", "sha512": "cd"},
+        ]))
+        .unwrap();
+        let options = RenderOptions { respawn_image: "registry.example/respawn:1.2".into() };
+        let pod = stateful_set_with(&m, 1, &options).spec.unwrap().template.spec.unwrap();
+        let init = pod.init_containers.as_deref().unwrap();
+        assert_eq!(init.len(), 1);
+        let c = &init[0];
+        assert_eq!(c.image.as_deref(), Some("registry.example/respawn:1.2"));
+        let argv: Vec<&str> = c.command.iter().chain(c.args.iter()).flatten().map(String::as_str).collect();
+        assert_eq!(argv, ["respawn", "plugin-sync", "--dir", "/data/plugins"]);
+        let mount = &c.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!((mount.name.as_str(), mount.mount_path.as_str()), ("data", "/data"));
+        let server_mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(mount.name, server_mount.name, "the server's own volume");
+        let specs = c.env.as_ref().unwrap().iter().find(|e| e.name == "RESPAWN_PLUGIN_SPECS").unwrap();
+        let specs: serde_json::Value = serde_json::from_str(specs.value.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            specs,
+            serde_json::json!([
+                {"name": "worldedit", "version": "7.3.0", "download_url": "https://plugins.example/we.jar", "sha256": "ab"},
+                {"name": "luckperms", "version": "unversioned", "download_url": "https://plugins.example/lp.jar", "sha512": "cd"},
+            ])
+        );
+        assert_eq!(c.security_context.as_ref().unwrap().run_as_user, Some(SERVER_UID));
+    }
+
+    #[test]
+    fn the_default_respawn_image_is_the_one_deploy_runs() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base/controller.yaml");
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        let image = format!("image: {}", RenderOptions::default().respawn_image);
+        assert!(yaml.contains(&image), "{} runs another image than {image}", path.display());
     }
 
     #[test]
