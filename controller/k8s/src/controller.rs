@@ -112,6 +112,8 @@ pub struct Context {
     /// two never act on views that contradict each other.
     pub serial: ServerLocks,
     pub settings: Settings,
+    /// The plugin-sync init container's image (`RESPAWN_IMAGE`).
+    pub render: render::RenderOptions,
 }
 
 /// A lock per server (`namespace/name`).
@@ -220,7 +222,7 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
     // Act.
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     svc_api.patch(&name, &apply, &Patch::Apply(render::service(&mcs))).await?;
-    sts_api.patch(&name, &apply, &Patch::Apply(render::stateful_set(&mcs, decision.replicas))).await?;
+    sts_api.patch(&name, &apply, &Patch::Apply(render::stateful_set_with(&mcs, decision.replicas, &ctx.render))).await?;
     if decision.replicas != replicas {
         info!(server = %name, namespace = %ns, from = replicas, to = decision.replicas, %reason, "scaling");
         let event = Event {
@@ -301,6 +303,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         hostnames: Arc::default(),
         serial: ServerLocks::default(),
         settings,
+        render: render::RenderOptions::from_env(),
     });
 
     // A second watch on the servers keeps the hostname index, and is the
