@@ -285,3 +285,52 @@ async fn logs_come_from_the_pods() {
     assert_eq!(since.as_array().map(Vec::len), Some(2), "{since}");
     assert_eq!(since[0]["line"], "Preparing level \"world\"");
 }
+
+/// With the controller running: a plugin installed through the API reaches
+/// the StatefulSet as the plugin-sync init container, `start` scales it to
+/// one replica and `stop` back to zero.
+#[tokio::test]
+async fn the_controller_acts_on_what_the_api_writes() {
+    let h = Harness::start().await;
+    let settings = respawn_k8s::controller::Settings {
+        requeue_running: Duration::from_millis(300),
+        requeue_sleeping: Duration::from_millis(300),
+        error_backoff: Duration::from_millis(200),
+        reports_namespace: NS.into(),
+    };
+    tokio::spawn(respawn_k8s::controller::run(h.fake.client(), settings, h.shutdown.clone()));
+    let (token, id) = h.tenant_with_server().await;
+    let name = resource_name(&id);
+    let server_path = format!("/v1/servers/{id}");
+    let plugin = h
+        .post(
+            "/v1/plugins",
+            ADMIN,
+            json!({ "name": "worldedit", "version": "7.3.0", "download_url": "https://plugins.example/we.jar", "sha512": "cd".repeat(64) }),
+        )
+        .await;
+    h.post(&format!("{server_path}/plugins"), &token, json!({ "plugin_id": plugin["id"] })).await;
+
+    let sts = |h: &Harness| h.fake.object("apps/v1", "StatefulSet", NS, &name);
+    let replicas = |sts: &Value| sts["spec"]["replicas"].as_i64();
+    eventually("the StatefulSet carries the plugin-sync init container", || async {
+        sts(&h).is_some_and(|s| s["spec"]["template"]["spec"]["initContainers"][0]["name"] == "plugin-sync")
+    })
+    .await;
+    let init = sts(&h).unwrap()["spec"]["template"]["spec"]["initContainers"][0].clone();
+    assert_eq!(init["args"], json!(["plugin-sync", "--dir", "/data/plugins"]));
+    let specs: Value = serde_json::from_str(init["env"][0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(specs[0]["download_url"], "https://plugins.example/we.jar");
+    assert_eq!(specs[0]["sha512"], "cd".repeat(64));
+    assert_eq!(replicas(&sts(&h).unwrap()), Some(0), "asleep until woken");
+
+    h.post(&format!("{server_path}/start"), &token, json!({})).await;
+    eventually("start scales to one replica", || async { sts(&h).and_then(|s| replicas(&s)) == Some(1) }).await;
+    h.post(&format!("{server_path}/stop"), &token, json!({})).await;
+    eventually("stop scales to zero", || async { sts(&h).and_then(|s| replicas(&s)) == Some(0) }).await;
+    let reason = h.server(&name).unwrap()["status"]["lastDecision"]["reason"].clone();
+    assert_eq!(reason, "hibernate requested");
+    // A later wake (a player logging in through a proxy) supersedes the stop.
+    h.post(&format!("{server_path}/start"), &token, json!({})).await;
+    eventually("a later start wakes it again", || async { sts(&h).and_then(|s| replicas(&s)) == Some(1) }).await;
+}
