@@ -210,13 +210,17 @@ pub struct ConfigError {
 }
 
 impl ApiConfig {
-    /// Applies `DATABASE_URL` and `RESPAWN_ADMIN_TOKEN` when they are set.
+    /// Applies `DATABASE_URL`, `RESPAWN_ADMIN_TOKEN` and `RESPAWN_API_LISTEN`
+    /// (an address) when they are set.
     pub fn with_env(mut self) -> Self {
         if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
             self.database_url = url;
         }
         if let Some(token) = std::env::var("RESPAWN_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
             self.admin_token = Some(token);
+        }
+        if let Some(listen) = std::env::var("RESPAWN_API_LISTEN").ok().and_then(|l| l.parse().ok()) {
+            self.listen = listen;
         }
         self
     }
