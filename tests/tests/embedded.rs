@@ -2,7 +2,8 @@
 //! process. A tenant creates a server with a hostname through the REST API;
 //! a mineflayer bot connects to that hostname through the proxy, wakes the
 //! server (flying-squid, run from the `[api_servers]` template) and plays;
-//! the API then shows it running with its logs, stops it, and deletes it.
+//! the API then shows it running with its logs, backs its data directory up,
+//! stops it, restores the backup over changed files, and deletes it.
 
 use std::time::Duration;
 
@@ -82,6 +83,10 @@ listen = "127.0.0.1:{api_port}"
 database_url = "sqlite://{dir}/respawn.db?mode=rwc"
 admin_token = "{ADMIN}"
 
+[api.backups]
+local_dir = "{dir}/backups"
+work_dir = "{dir}/backup-work"
+
 [api_servers]
 command = "node"
 args = ["{squid}", "--port", "{{port}}", "--motd", "{{name}} via the API"]
@@ -151,10 +156,44 @@ stop_timeout_ms = 5000
     let lines = logs["lines"].as_array().unwrap_or_else(|| panic!("{logs}"));
     assert!(!lines.is_empty() && lines.iter().all(|l| l["at_ms"].as_i64().unwrap_or(0) > 0), "{logs}");
 
-    // Stop through the API: it goes to sleep; the next status is the sleeping one.
+    // Backup of the running server's data directory through the local
+    // runtime (flying-squid keeps its world in memory: the files are written
+    // here as a world would be).
+    let data = dir.join("servers").join(&id);
+    let world: Vec<(&str, Vec<u8>)> = vec![
+        ("world/level.dat", b"level v1".to_vec()),
+        ("world/region/r.0.0.mca", (0..64 * 1024).map(|i| (i * 7 % 251) as u8).collect()),
+        ("server.properties", b"motd=survival\n".to_vec()),
+    ];
+    for (path, bytes) in &world {
+        let p = data.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let (s, backup) = api.post(&format!("/v1/servers/{id}/backups"), &token, json!({"note": "before the flood"})).await;
+    assert_eq!(s, 202, "{backup}");
+    let bid = backup["id"].as_str().unwrap().to_owned();
+    let done = poll_job(&api, &format!("/v1/servers/{id}/backups/{bid}"), &token).await;
+    assert!(done["size_bytes"].as_u64().unwrap() > 0, "{done}");
+
+    // Stop through the API: it goes to sleep.
     let (s, body) = api.post(&format!("/v1/servers/{id}/stop"), &token, json!({})).await;
     assert!(s == 202 || s == 200, "{s} {body}");
     api.wait_phase(&id, &token, "sleeping", Duration::from_secs(20)).await;
+
+    // The world changes; the restore brings the exact files back.
+    std::fs::write(data.join("world/level.dat"), b"level v2, griefed").unwrap();
+    std::fs::remove_file(data.join("world/region/r.0.0.mca")).unwrap();
+    std::fs::write(data.join("junk.txt"), b"not in the backup").unwrap();
+    let (s, restore) = api.post(&format!("/v1/servers/{id}/backups/{bid}/restore"), &token, json!({})).await;
+    assert_eq!(s, 202, "{restore}");
+    let rid = restore["id"].as_str().unwrap().to_owned();
+    let restored = poll_job(&api, &format!("/v1/servers/{id}/restores/{rid}"), &token).await;
+    assert!(restored["safety_backup_id"].is_string(), "a safety backup first: {restored}");
+    for (path, bytes) in &world {
+        assert_eq!(&std::fs::read(data.join(path)).unwrap(), bytes, "{path} restored exactly");
+    }
+    assert!(!data.join("junk.txt").exists(), "files added after the backup are gone");
 
     // Deleted: the hostname is gone from the proxy.
     let (s, body) = api.call(reqwest::Method::DELETE, &format!("/v1/servers/{id}"), &token, None).await;
@@ -165,6 +204,22 @@ stop_timeout_ms = 5000
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), up).await.expect("up stops").unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls a backup or restore until it succeeds (failing on `failed`).
+async fn poll_job(api: &Api, path: &str, token: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, body) = api.get(path, token).await;
+        assert_eq!(s, 200, "{body}");
+        match body["status"].as_str() {
+            Some("succeeded") => return body,
+            Some("failed") => panic!("job failed: {body}"),
+            _ => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job not done: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 struct StopOnDrop(CancellationToken);
