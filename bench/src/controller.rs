@@ -49,6 +49,9 @@ const RUNNING_EVERY: usize = 10;
 /// proxy's own `REPORT_EVERY`).
 const PROXIES: usize = 2;
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// Each renewal moves the counts of one running server in this many (a
+/// tenth: at 10,000 servers, 2 proxies × 100 changes every 5 s).
+const CHANGING_EVERY: usize = 10;
 /// Longest the controller may take to reconcile everything before the run fails.
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often the fake is polled for progress (a count under its lock).
@@ -127,13 +130,17 @@ fn progress(cluster: &Cluster) -> (usize, usize, usize) {
     )
 }
 
-/// Each proxy's report: a few players on every running server.
+/// Each proxy's report: players on the running servers; on each round, the
+/// counts of a tenth of them move.
 fn write_reports(cluster: &Cluster, n: usize, round: u64) -> Result<()> {
     for proxy in 0..PROXIES {
         let mut report = Map::new();
         for i in (0..n).filter(|&i| running(i)) {
             let name = name_of(i);
-            let players = (i as u64 / RUNNING_EVERY as u64 + proxy as u64 + round) % 5;
+            let k = i / RUNNING_EVERY;
+            // Rounds in which this server's count changed so far.
+            let moves = (round + (CHANGING_EVERY - k % CHANGING_EVERY) as u64) / CHANGING_EVERY as u64;
+            let players = (k as u64 + proxy as u64 + moves) % 5 + 1;
             if players > 0 {
                 report.insert(format!("{}/{name}", namespace_of(i)), json!({ format!("{name}-0"): players }));
             }
@@ -212,6 +219,15 @@ impl Drop for ControllerProcess {
     }
 }
 
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat
+/// (clock ticks at the usual 100 Hz).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 fn log_tail(log: &Path) -> String {
     let text = std::fs::read(log).unwrap_or_default();
     String::from_utf8_lossy(&text[text.len().saturating_sub(1500)..]).into_owned()
@@ -242,7 +258,7 @@ async fn idle_rss_kib(s: &ControllerSettings) -> Result<u64> {
 }
 
 /// The same requests the controller makes per server (read the server and
-/// its StatefulSet, apply the Service and StatefulSet, apply status), from a
+/// its StatefulSet, apply the StatefulSet and Service, apply status), from a
 /// bare client with the controller's concurrency, against a fresh fake.
 async fn baseline(n: usize) -> Result<Duration> {
     let fake = seeded_fake(n).await?;
@@ -260,8 +276,8 @@ async fn baseline(n: usize) -> Result<Duration> {
                 let mcs = mcs_api.get(&name).await?;
                 let _ = sts_api.get_opt(&name).await?;
                 let replicas = mcs.spec.replicas.min;
-                svc_api.patch(&name, &apply, &Patch::Apply(render::service(&mcs))).await?;
                 sts_api.patch(&name, &apply, &Patch::Apply(render::stateful_set(&mcs, replicas))).await?;
+                svc_api.patch(&name, &apply, &Patch::Apply(render::service(&mcs))).await?;
                 let status = MinecraftServerStatus {
                     phase: Some(if replicas == 0 { ServerPhase::Hibernated } else { ServerPhase::Waking }),
                     replicas,
@@ -327,6 +343,7 @@ pub async fn run(s: &ControllerSettings) -> Result<Measured> {
     let fake = seeded_fake(n).await?;
     write_reports(fake.cluster(), n, 0)?;
     fake.cluster().clear_request_log();
+    let bench_cpu_before = cpu_seconds("self").unwrap_or(0.0);
     let started = Instant::now();
     let mut controller = ControllerProcess::spawn(s, &fake, "run")?;
     let mut next_report = started + REPORT_EVERY;
@@ -358,6 +375,14 @@ pub async fn run(s: &ControllerSettings) -> Result<Measured> {
     m.details.insert("reconciles_per_second".into(), json!(n as f64 / reconciled.as_secs_f64()));
     m.details.insert("vs_bare_client".into(), json!(reconciled.as_secs_f64() / floor.as_secs_f64()));
     let rss_reconciled = controller.proc_kib("VmRSS:").unwrap_or(0);
+    // Where the CPU went: the controller, and this process (the fake API
+    // server, plus the bench's 50 ms progress counts).
+    if let Some(cpu) = cpu_seconds(&controller.child.id().to_string()) {
+        m.details.insert("cold_start_controller_cpu_s".into(), json!(cpu));
+    }
+    if let Some(cpu) = cpu_seconds("self") {
+        m.details.insert("cold_start_fake_cpu_s".into(), json!(cpu - bench_cpu_before));
+    }
     eprintln!("[controller] {n} servers reconciled in {:.2} s ({last:?})", reconciled.as_secs_f64());
     let cold_start = count_requests(&fake);
     m.details.insert("cold_start_requests".into(), json!(cold_start["requests"]));

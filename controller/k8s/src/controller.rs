@@ -221,8 +221,9 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
 
     // Act.
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    svc_api.patch(&name, &apply, &Patch::Apply(render::service(&mcs))).await?;
+    // The StatefulSet first: on a wake, its replicas are the request that counts.
     sts_api.patch(&name, &apply, &Patch::Apply(render::stateful_set_with(&mcs, decision.replicas, &ctx.render))).await?;
+    svc_api.patch(&name, &apply, &Patch::Apply(render::service(&mcs))).await?;
     if decision.replicas != replicas {
         info!(server = %name, namespace = %ns, from = replicas, to = decision.replicas, %reason, "scaling");
         let event = Event {
