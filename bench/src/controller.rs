@@ -92,7 +92,7 @@ fn name_of(i: usize) -> String {
 }
 
 fn running(i: usize) -> bool {
-    i % RUNNING_EVERY == 0
+    i.is_multiple_of(RUNNING_EVERY)
 }
 
 /// A fake with the CRD, the namespaces and `n` MinecraftServers.

@@ -594,4 +594,21 @@ mod tests {
         assert_eq!(p99.vs_direct[RESPAWN], 150.0);
         assert_eq!(p99.respawn_met, Some(false));
     }
+
+    #[test]
+    fn controller_rows_are_judged_on_respawn_alone() {
+        let targets: Vec<String> = [DIRECT, RESPAWN, HAPROXY].map(String::from).to_vec();
+        let runs = vec![
+            run(RESPAWN, Figure::ControllerReconcile, 23.7),
+            run(RESPAWN, Figure::ControllerPeakRss, 300.0),
+            run(RESPAWN, Figure::ControllerWakeP99, 36.0),
+        ];
+        let rows = rows(&runs, &targets);
+        let verdict = |f: Figure| rows.iter().find(|r| r.figure == f).and_then(|r| r.respawn_met);
+        assert_eq!(verdict(Figure::ControllerReconcile), Some(true));
+        assert_eq!(verdict(Figure::ControllerPeakRss), Some(false), "over 256 MiB");
+        assert_eq!(verdict(Figure::ControllerWakeP99), Some(true));
+        assert!(rows.iter().all(|r| r.vs_direct.is_empty() && r.vs_haproxy.is_empty()));
+        assert!(rows.iter().any(|r| r.figure == Figure::ControllerBaseline), "a row for every figure of a scenario that ran");
+    }
 }
