@@ -282,10 +282,11 @@ async fn serve(
             if let Some(lc) = &shared.lifecycle {
                 lc.session_opened(&route.name, &backend_addr);
             }
-            let lost_message = fill_in(&state.config.status.backend_lost_disconnect, &host, Some(&route));
+            // The text is filled in only if it is ever needed (not per login).
+            let lost_message = || fill_in(&state.config.status.backend_lost_disconnect, &host, Some(&route));
             let tracker = ClientboundTracker::new(hs.protocol);
             let result =
-                relay(shared, client, &mut backend, limits.relay_buffer_bytes, tracker, &lost_message, limits.close_linger())
+                relay(shared, client, &mut backend, limits.relay_buffer_bytes, tracker, lost_message, limits.close_linger())
                     .await;
             shared.add_load(&backend_addr, -1);
             if let Some(lc) = &shared.lifecycle {
@@ -293,8 +294,10 @@ async fn serve(
             }
             online.dec();
             match result {
+                // Per player at debug (a crash ends many sessions at once; the
+                // runtime logs the crash, respawn_proxy_backend_lost_total counts these).
                 Ok(RelayEnd::BackendLost { told }) => {
-                    info!(player = %login.name, told, "backend ended the session while the player was connected")
+                    debug!(player = %login.name, told, "backend ended the session while the player was connected")
                 }
                 _ => debug!(player = %login.name, "player left"),
             }
@@ -337,7 +340,7 @@ async fn relay(
     backend: &mut TcpStream,
     buffer: usize,
     tracker: ClientboundTracker,
-    lost_message: &str,
+    lost_message: impl FnOnce() -> String,
     linger: Duration,
 ) -> Result<RelayEnd, ConnError> {
     let _ = client.set_nodelay(true);
@@ -371,7 +374,7 @@ async fn relay(
             // here. Say why (when a packet boundary and the state allow it)
             // and close our side; the caller gives the client a moment to
             // read it and leave.
-            told = Some(match tracker.disconnect(lost_message) {
+            told = Some(match tracker.disconnect(&lost_message()) {
                 Some(packet) => client_w.write_all(&packet).await.is_ok(),
                 None => false,
             });
@@ -816,7 +819,7 @@ mod future_sizes {
     fn a_session_future_stays_small() {
         let handle = ret_size(|| super::handle(unimplemented!(), unimplemented!(), unimplemented!(), unimplemented!()));
         let relay = ret_size(|| {
-            super::relay(unimplemented!(), unimplemented!(), unimplemented!(), 0, unimplemented!(), "", std::time::Duration::ZERO)
+            super::relay(unimplemented!(), unimplemented!(), unimplemented!(), 0, unimplemented!(), String::new, std::time::Duration::ZERO)
         });
         let drain = ret_size(|| super::drain(unimplemented!()));
         assert!(handle <= 2_600, "handle future: {handle} bytes");
