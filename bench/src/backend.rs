@@ -43,12 +43,21 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// a proxy forwards are all the backend needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Session {
-    /// Close right after the login-success frame (login connects/s, latency).
+    /// Send the login-success frame and close once the client has left, as
+    /// a server does when a player quits (login connects/s, latency). The
+    /// client leaves first: a backend that closed first would be a crash
+    /// under the player, which Respawn answers with a Disconnect of its own
+    /// (one more packet per login that a plain TCP proxy does not send).
     Close,
     /// Hold the connection open, reading until the client leaves (idle sessions).
     Idle,
     /// Sink everything received and send 64 KiB chunks back until the client leaves.
     Bulk,
+    /// Bulk as an online-mode server: an Encryption Request comes before the
+    /// login success. Real clients then encrypt everything; here the bytes
+    /// stay as they are, but a proxy that follows the protocol can no
+    /// longer read them from that packet on (Respawn stops following).
+    BulkOnline,
 }
 
 impl Session {
@@ -57,6 +66,7 @@ impl Session {
             Session::Close => "bench_close",
             Session::Idle => "bench_idle",
             Session::Bulk => "bench_bulk",
+            Session::BulkOnline => "bench_bulk_enc",
         }
     }
 
@@ -64,6 +74,7 @@ impl Session {
         match name {
             "bench_idle" => Session::Idle,
             "bench_bulk" => Session::Bulk,
+            "bench_bulk_enc" => Session::BulkOnline,
             _ => Session::Close,
         }
     }
@@ -125,6 +136,20 @@ fn login_success(name: &str, uuid: Option<u128>) -> Vec<u8> {
     encode_packet(0x02, &body)
 }
 
+/// Login-state Encryption Request (0x01) as an online-mode server sends it:
+/// empty server id, a 162-byte public key, a 4-byte verify token and (since
+/// 1.20.5) "should authenticate".
+fn encryption_request() -> Vec<u8> {
+    let mut body = Vec::with_capacity(180);
+    put_string(&mut body, "");
+    body.extend_from_slice(&[0xa2, 0x01]); // VarInt 162
+    body.extend_from_slice(&[0x30; 162]);
+    body.push(4);
+    body.extend_from_slice(&[1, 2, 3, 4]);
+    body.push(1);
+    encode_packet(0x01, &body)
+}
+
 /// Reads until `decode` completes over `buf[from..]`.
 pub async fn read_until<T>(
     stream: &mut TcpStream,
@@ -166,14 +191,21 @@ async fn serve(mut stream: TcpStream, counters: &Counters) -> Result<()> {
             let protocol = hs.protocol;
             let (login, used) = read_until(&mut stream, &mut buf, at, |b| decode_login_start(b, protocol)).await?;
             at += used;
+            let session = Session::from_username(&login.name);
+            if session == Session::BulkOnline {
+                stream.write_all(&encryption_request()).await?;
+            }
             stream.write_all(&login_success(&login.name, login.uuid)).await?;
-            match Session::from_username(&login.name) {
-                Session::Close => Ok(()),
+            match session {
+                Session::Close => {
+                    hold(&mut stream).await;
+                    Ok(())
+                }
                 Session::Idle => {
                     hold(&mut stream).await;
                     Ok(())
                 }
-                Session::Bulk => {
+                Session::Bulk | Session::BulkOnline => {
                     let early = (buf.len() - at) as u64;
                     counters.bulk_received.fetch_add(early, Ordering::Relaxed);
                     drop(buf);

@@ -41,6 +41,7 @@ pub struct Requests {
     login_close: Vec<u8>,
     login_idle: Vec<u8>,
     login_bulk: Vec<u8>,
+    login_bulk_online: Vec<u8>,
 }
 
 impl Requests {
@@ -61,6 +62,7 @@ impl Requests {
             login_close: login(Session::Close),
             login_idle: login(Session::Idle),
             login_bulk: login(Session::Bulk),
+            login_bulk_online: login(Session::BulkOnline),
         }
     }
 
@@ -69,6 +71,7 @@ impl Requests {
             Session::Close => &self.login_close,
             Session::Idle => &self.login_idle,
             Session::Bulk => &self.login_bulk,
+            Session::BulkOnline => &self.login_bulk_online,
         }
     }
 }
@@ -112,7 +115,11 @@ pub async fn login(addr: SocketAddr, req: &Requests, session: Session, buf: &mut
         bail!("closed before any reply");
     }
     let first_byte = started.elapsed();
-    let (id, _) = read_until(&mut stream, buf, 0, frame_id).await?;
+    let (mut id, used) = read_until(&mut stream, buf, 0, frame_id).await?;
+    if id == 0x01 && session == Session::BulkOnline {
+        // The Encryption Request; this bench client does not encrypt.
+        (id, _) = read_until(&mut stream, buf, used, frame_id).await?;
+    }
     if id != 0x02 {
         bail!("expected login success (0x02), got packet {id:#04x}: {}", String::from_utf8_lossy(&buf[..buf.len().min(200)]));
     }

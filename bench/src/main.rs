@@ -98,6 +98,9 @@ struct Cli {
     respawn_bin: Option<PathBuf>,
     #[arg(long, default_value = "haproxy")]
     haproxy_bin: PathBuf,
+    /// Respawn's accept/relay threads (`listen.threads`; 0 = one per CPU, as deployed).
+    #[arg(long, default_value_t = 0)]
+    respawn_threads: usize,
     /// RUST_LOG for the spawned Respawn (its default is info, as deployed).
     #[arg(long, default_value = "info")]
     respawn_log: String,
@@ -251,6 +254,7 @@ async fn run(cli: Cli) -> Result<Report> {
         haproxy_bin: cli.haproxy_bin.clone(),
         respawn_log: cli.respawn_log.clone(),
         max_connections: (open_files.saturating_sub(64) / 2) as usize,
+        respawn_threads: cli.respawn_threads,
     };
     let machine = machine_info(&env, open_files, targets.iter().any(|t| t.kind == Kind::Haproxy));
     let controller_settings = controller::ControllerSettings {
@@ -306,6 +310,7 @@ async fn run(cli: Cli) -> Result<Report> {
             "latency_samples": settings.latency_samples,
             "rounds": rounds,
             "respawn_log": cli.respawn_log,
+            "respawn_threads": cli.respawn_threads,
             "status_json_bytes": backend::STATUS_JSON.len(),
             "controller_servers": controller_settings.servers,
             "controller_wakes": controller_settings.wakes,
@@ -430,11 +435,12 @@ mod tests {
     #[test]
     fn respawn_config_is_valid() {
         let opts = targets::RespawnOptions { extra_routes: 3, wake_server: true, ..Default::default() };
-        let text = targets::respawn_config(25565, 9100, "127.0.0.1:25566".parse().unwrap(), 9_000, opts);
+        let text = targets::respawn_config(25565, 9100, "127.0.0.1:25566".parse().unwrap(), 9_000, 3, opts);
         let config = respawn_proxy::Config::parse(&text).expect("bench config parses");
         assert_eq!(config.routes.len(), 4);
         assert_eq!(config.status.cache_ttl_ms, 0);
         assert_eq!(config.servers.len(), 1);
         assert_eq!(config.servers[0].hostnames, [targets::WAKE_HOST]);
+        assert_eq!(config.listen.thread_count(), 3);
     }
 }

@@ -22,6 +22,8 @@ pub enum Figure {
     LoginRate,
     BulkMbps,
     BulkSlowerMbps,
+    BulkOnlineMbps,
+    BulkOnlineSlowerMbps,
     LatencyP50,
     LatencyP99,
     LatencyP999,
@@ -77,12 +79,14 @@ pub struct Def {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 22] = [
+    pub const ALL: [Figure; 24] = [
         Figure::StatusCached,
         Figure::StatusRelayed,
         Figure::LoginRate,
         Figure::BulkMbps,
         Figure::BulkSlowerMbps,
+        Figure::BulkOnlineMbps,
+        Figure::BulkOnlineSlowerMbps,
         Figure::LatencyP50,
         Figure::LatencyP99,
         Figure::LatencyP999,
@@ -146,6 +150,24 @@ impl Figure {
             Figure::BulkSlowerMbps => Def {
                 scenario: Scenario::Bulk,
                 label: "bulk relay, MB/s of the slower direction",
+                unit: " MB/s",
+                decimals: 0,
+                higher_is_better: true,
+                compare: Ratio,
+                goal: None,
+            },
+            Figure::BulkOnlineMbps => Def {
+                scenario: Scenario::BulkOnline,
+                label: "bulk relay after an online-mode login, MB/s up + down",
+                unit: " MB/s",
+                decimals: 0,
+                higher_is_better: true,
+                compare: Ratio,
+                goal: Some(Goal::AtLeast { of: HAPROXY, factor: 1.2 }),
+            },
+            Figure::BulkOnlineSlowerMbps => Def {
+                scenario: Scenario::BulkOnline,
+                label: "bulk relay after an online-mode login, MB/s of the slower direction",
                 unit: " MB/s",
                 decimals: 0,
                 higher_is_better: true,

@@ -87,11 +87,38 @@ pub struct Listen {
     pub address: SocketAddr,
     /// Metrics and health; keep it off the public interface.
     pub admin_address: SocketAddr,
+    /// Threads that accept and serve players, each with its own listener on
+    /// `address` (SO_REUSEPORT) and its own single-threaded runtime; 0 means
+    /// one per CPU.
+    pub threads: usize,
+    /// Pending-connection queue of each listener (the kernel caps it at
+    /// net.core.somaxconn).
+    pub backlog: u32,
+}
+
+/// Matches what tokio's `TcpListener::bind` asks for.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+/// More accept threads than this is a typo, not a machine.
+pub const MAX_LISTEN_THREADS: usize = 1024;
+
+impl Listen {
+    /// The number of proxy threads to run (`threads`, or one per CPU).
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Self { address: ([0, 0, 0, 0], 25565).into(), admin_address: ([127, 0, 0, 1], 9100).into() }
+        Self {
+            address: ([0, 0, 0, 0], 25565).into(),
+            admin_address: ([127, 0, 0, 1], 9100).into(),
+            threads: 0,
+            backlog: DEFAULT_LISTEN_BACKLOG,
+        }
     }
 }
 
@@ -108,6 +135,10 @@ pub struct Limits {
     pub backend_connect_timeout_ms: u64,
     pub status_timeout_ms: u64,
     pub relay_buffer_bytes: usize,
+    /// Relay with splice(2) where the proxy need not see the bytes (Linux;
+    /// ignored elsewhere): client → server always, server → client once the
+    /// stream is encrypted. Off: every byte is copied through a buffer.
+    pub splice: bool,
     pub max_status_bytes: usize,
     pub shutdown_grace_ms: u64,
     /// How long a login waits for a sleeping server to come up.
@@ -130,6 +161,7 @@ impl Default for Limits {
             backend_connect_timeout_ms: DEFAULT_BACKEND_CONNECT_TIMEOUT_MS,
             status_timeout_ms: DEFAULT_STATUS_TIMEOUT_MS,
             relay_buffer_bytes: DEFAULT_RELAY_BUFFER_BYTES,
+            splice: true,
             max_status_bytes: DEFAULT_MAX_STATUS_BYTES,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             wake_hold_ms: DEFAULT_WAKE_HOLD_MS,
@@ -267,6 +299,12 @@ impl Config {
         }
         if l.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be greater than 0"));
+        }
+        if self.listen.threads > MAX_LISTEN_THREADS {
+            return Err(invalid("listen.threads", format!("must be at most {MAX_LISTEN_THREADS} (0: one per CPU)")));
+        }
+        if self.listen.backlog == 0 {
+            return Err(invalid("listen.backlog", "must be greater than 0"));
         }
         for (field, rate, burst) in [
             ("limits.per_ip", l.per_ip_per_second, l.per_ip_burst),
@@ -418,5 +456,15 @@ mod tests {
         assert!(err(dup).contains("routes[1].hostnames[0]"));
         assert!(err("default_route = \"nope\"").contains("default_route"));
         assert!(err("[listen]\naddress = \"nowhere\"").contains("address"));
+        assert!(err("[listen]\nthreads = 5000").contains("listen.threads"));
+        assert!(err("[listen]\nbacklog = 0").contains("listen.backlog"));
+    }
+
+    #[test]
+    fn zero_threads_means_one_per_cpu() {
+        let auto = Config::parse("").unwrap().listen;
+        assert_eq!(auto.threads, 0);
+        assert_eq!(auto.thread_count(), std::thread::available_parallelism().unwrap().get());
+        assert_eq!(Config::parse("[listen]\nthreads = 3").unwrap().listen.thread_count(), 3);
     }
 }

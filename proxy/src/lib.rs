@@ -12,6 +12,8 @@ pub mod proxy_protocol;
 pub mod reload;
 pub mod route;
 pub mod server;
+#[cfg(target_os = "linux")]
+mod splice;
 pub mod status_cache;
 
 use std::path::PathBuf;
@@ -82,9 +84,6 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let proxy = make(config.clone())?;
-    let listener = TcpListener::bind(config.listen.address)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (listen.address): {e}", config.listen.address))?;
     let admin = TcpListener::bind(config.listen.admin_address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (listen.admin_address): {e}", config.listen.admin_address))?;
@@ -96,7 +95,11 @@ async fn serve(
             .into_future(),
     );
     tokio::spawn(reload::watch(proxy.clone(), config_path, shutdown.clone()));
-    proxy.serve(listener, shutdown).await?;
+    let listen = &config.listen;
+    proxy
+        .serve_sharded(listen.address, listen.thread_count(), listen.backlog, shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve {} (listen.address): {e}", listen.address))?;
     let _ = admin_task.await;
     Ok(())
 }

@@ -34,6 +34,27 @@ pub struct Metrics {
     /// Wake asked → server running (for held players).
     pub wake_seconds: Histogram,
     extra: std::sync::Mutex<Vec<Registry>>,
+    /// `connections` per outcome and `status_requests` per result, resolved
+    /// on first use: `with_label_values` hashes its labels and takes a lock
+    /// on every call, which every connection would pay.
+    outcome_counters: [std::sync::OnceLock<IntCounter>; crate::conn::Outcome::ALL.len()],
+    status_counters: [std::sync::OnceLock<IntCounter>; STATUS_RESULTS.len()],
+}
+
+/// The `result` labels of `respawn_proxy_status_requests_total`.
+pub const STATUS_RESULTS: [&str; 6] = ["hit", "miss", "stale", "fallback", "unknown", "sleeping"];
+
+/// One route's series, resolved once per route (see `Route::metrics`).
+pub struct RouteMetrics {
+    pub logins: IntCounter,
+    pub players_online: IntGauge,
+    pub backend_connect_seconds: Histogram,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteMetrics")
+    }
 }
 
 impl Metrics {
@@ -119,6 +140,8 @@ impl Metrics {
         );
         Self {
             extra: std::sync::Mutex::default(),
+            outcome_counters: Default::default(),
+            status_counters: Default::default(),
             bytes_up: bytes.with_label_values(&["client_to_backend"]),
             bytes_down: bytes.with_label_values(&["backend_to_client"]),
             backend_lost,
@@ -139,6 +162,29 @@ impl Metrics {
             first_packet_seconds,
             routes,
             accept_errors,
+        }
+    }
+
+    /// `respawn_proxy_connections_total{outcome}`.
+    pub fn connection(&self, outcome: crate::conn::Outcome) -> &IntCounter {
+        self.outcome_counters[outcome as usize].get_or_init(|| self.connections.with_label_values(&[outcome.as_str()]))
+    }
+
+    /// `respawn_proxy_status_requests_total{result}`; `result` is one of
+    /// [`STATUS_RESULTS`] (others are counted uncached).
+    pub fn status_request(&self, result: &str) {
+        match STATUS_RESULTS.iter().position(|r| *r == result) {
+            Some(i) => self.status_counters[i].get_or_init(|| self.status_requests.with_label_values(&[result])).inc(),
+            None => self.status_requests.with_label_values(&[result]).inc(),
+        }
+    }
+
+    /// The series of route `name`.
+    pub fn for_route(&self, name: &str) -> RouteMetrics {
+        RouteMetrics {
+            logins: self.logins.with_label_values(&[name]),
+            players_online: self.players_online.with_label_values(&[name]),
+            backend_connect_seconds: self.backend_connect_seconds.with_label_values(&[name]),
         }
     }
 

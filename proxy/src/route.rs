@@ -23,6 +23,8 @@ pub struct Route {
     pub proxy_protocol: bool,
     pub fallback_status: Option<String>,
     next: AtomicUsize,
+    /// This route's metric series, resolved on first use.
+    metrics: std::sync::OnceLock<crate::metrics::RouteMetrics>,
 }
 
 impl Route {
@@ -34,11 +36,17 @@ impl Route {
             proxy_protocol: s.proxy_protocol,
             fallback_status: None,
             next: AtomicUsize::new(0),
+            metrics: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Route {
+    /// The route's series in `metrics` (logins, players online, connect time).
+    pub fn metrics(&self, metrics: &crate::metrics::Metrics) -> &crate::metrics::RouteMetrics {
+        self.metrics.get_or_init(|| metrics.for_route(&self.name))
+    }
+
     pub fn from_config(c: &RouteConfig) -> Self {
         Self {
             name: c.name.as_str().into(),
@@ -46,6 +54,7 @@ impl Route {
             proxy_protocol: c.proxy_protocol,
             fallback_status: c.fallback_status.clone(),
             next: AtomicUsize::new(0),
+            metrics: std::sync::OnceLock::new(),
         }
     }
 

@@ -613,3 +613,86 @@ async fn no_words_are_put_inside_a_cut_frame() {
     assert!(got.ends_with(&[1u8; 20]), "{:?}", &got[got.len().saturating_sub(40)..]);
     assert_eq!(metric(&p.proxy, "respawn_proxy_backend_lost_total{result=\"untold\"}"), 1.0);
 }
+
+/// An online-mode backend: Encryption Request, then `down` bytes of a
+/// pattern, while it reads `up` bytes from the client and checks them.
+/// Returns whether the client's bytes arrived exactly.
+async fn online_backend(down: usize, up: usize) -> (SocketAddr, JoinHandle<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        // Handshake + Login Start come in first; what follows them is the
+        // client's stream (it waits for the Encryption Request before
+        // sending any, so the first read holds exactly the prelude).
+        let mut prelude = [0u8; 512];
+        let n = r.read(&mut prelude).await.unwrap();
+        assert!(n > 0);
+        let writer = tokio::spawn(async move {
+            let mut body = vec![0u8];
+            body.extend_from_slice(&[0xa2, 0x01]);
+            body.extend_from_slice(&[0x30; 162]);
+            body.extend_from_slice(&[4, 1, 2, 3, 4, 1]);
+            w.write_all(&respawn_proxy::protocol::encode_packet(0x01, &body)).await.unwrap();
+            let data = pattern(down, 11);
+            for chunk in data.chunks(100_003) {
+                w.write_all(chunk).await.unwrap();
+            }
+            w.shutdown().await.unwrap();
+        });
+        let mut got = Vec::with_capacity(up);
+        r.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        got == pattern(up, 29)
+    });
+    (addr, task)
+}
+
+/// Bytes no two offsets of which repeat with a short period, so a lost,
+/// doubled or reordered chunk shows.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_online_mode_session_is_relayed_exactly_both_ways() {
+    // After the Encryption Request the proxy stops following the server's
+    // packets: with splice on, both directions then go through pipes.
+    const DOWN: usize = 6 << 20;
+    const UP: usize = 5 << 20;
+    for splice in [true, false] {
+        let (addr, backend) = online_backend(DOWN, UP).await;
+        let limits = format!("{OPEN_LIMITS}splice = {splice}\n");
+        let p = start(&two_routes(addr, addr, &limits)).await;
+        let mut c = login(p.addr, "alpha.test", 769).await;
+        let mut buf = Vec::new();
+        let first = read_frame(&mut c, &mut buf, |b| decode_frame(b, 1 << 16).map(|o| o.map(|(f, n)| (f.id, n)))).await;
+        assert_eq!(first, 0x01, "splice={splice}: the Encryption Request comes first");
+        let (mut r, mut w) = c.into_split();
+        let upload = tokio::spawn(async move {
+            for chunk in pattern(UP, 29).chunks(65_537) {
+                w.write_all(chunk).await.unwrap();
+            }
+            w.shutdown().await.unwrap();
+        });
+        let mut got = buf;
+        tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut got)).await.expect("download in time").unwrap();
+        upload.await.unwrap();
+        assert!(got == pattern(DOWN, 11), "splice={splice}: the player got the server's bytes exactly ({} of {DOWN})", got.len());
+        assert!(tokio::time::timeout(Duration::from_secs(10), backend).await.unwrap().unwrap(), "splice={splice}: the server got the player's bytes exactly");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let up_counted = metric(&p.proxy, "respawn_proxy_bytes_total{direction=\"client_to_backend\"}");
+        let down_counted = metric(&p.proxy, "respawn_proxy_bytes_total{direction=\"backend_to_client\"}");
+        assert!(up_counted >= UP as f64, "splice={splice}: up bytes counted: {up_counted}");
+        assert!(down_counted >= DOWN as f64, "splice={splice}: down bytes counted: {down_counted}");
+    }
+}

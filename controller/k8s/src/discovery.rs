@@ -52,6 +52,9 @@ pub struct KubeDiscovery {
     /// backend address → pod name.
     pods_by_addr: Mutex<HashMap<String, String>>,
     changed: Notify,
+    /// The runtime `new` ran on: wake requests are spawned there, not on
+    /// the proxy thread (a single-threaded runtime per listener) that asked.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl KubeDiscovery {
@@ -64,6 +67,7 @@ impl KubeDiscovery {
             sessions: Mutex::default(),
             pods_by_addr: Mutex::default(),
             changed: Notify::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -251,12 +255,16 @@ impl Lifecycle for KubeDiscovery {
         let api: Api<MinecraftServer> = Api::namespaced(self.client.clone(), ns);
         let (name, player) = (name.to_owned(), player.to_owned());
         let patch = json!({ "metadata": { "annotations": { WAKE_ANNOTATION: Timestamp::now().to_string() } } });
-        tokio::spawn(async move {
+        let request = async move {
             match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => info!(server = %name, %player, "wake requested"),
                 Err(e) => warn!(server = %name, error = %e, "cannot request the wake"),
             }
-        });
+        };
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(request)),
+            None => drop(tokio::spawn(request)),
+        }
     }
 
     fn may_wake(&self, _server: &str, _player: &str, _uuid: Option<u128>) -> bool {

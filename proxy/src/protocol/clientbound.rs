@@ -139,6 +139,12 @@ impl ClientboundTracker {
         self.stage
     }
 
+    /// False once it has given up: nothing it could see would matter any
+    /// more, so the relay need not show it the bytes.
+    pub fn following(&self) -> bool {
+        self.stage != Stage::Lost
+    }
+
     pub fn compression(&self) -> Option<i32> {
         self.compression
     }
