@@ -364,6 +364,9 @@ enum RelayEnd {
 ///   connected (the server crashed or was killed), the server→client
 ///   direction is followed by a [`ClientboundTracker`], so the proxy can send
 ///   a Disconnect with a reason at a packet boundary instead of a bare close.
+// Each argument is one setting of this session's relay; a struct for them
+// would only be built here to be taken apart again.
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     shared: &Shared,
     client: &mut TcpStream,
@@ -481,6 +484,35 @@ enum PumpEnd {
 /// rest of the runtime, so one busy session cannot starve anything.
 const PUMP_TURN_BYTES: usize = 256 * 1024;
 
+/// Copy buffers kept per thread between bursts. A game sends small packets
+/// in bursts, each of which would otherwise allocate and free a buffer of
+/// `relay_buffer_bytes` (32 KiB: a large-bin malloc, which also makes glibc
+/// consolidate its fast bins); the login profile showed malloc's share of
+/// that. Bounded, so an idle proxy keeps at most this many per thread.
+const BUFFERS_PER_THREAD: usize = 16;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for at least `size` bytes.
+fn take_buffer(size: usize) -> Vec<u8> {
+    BUFFERS
+        .with(|pool| pool.borrow_mut().pop())
+        .filter(|b| b.capacity() >= size)
+        .unwrap_or_else(|| Vec::with_capacity(size))
+}
+
+fn give_buffer(mut buf: Vec<u8>) {
+    buf.clear();
+    BUFFERS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < BUFFERS_PER_THREAD {
+            pool.push(buf);
+        }
+    });
+}
+
 /// One direction: wait for data with no buffer held, then move it while it
 /// flows, until the reader runs dry. Bytes are counted as they go, so a
 /// session that ends in an error still shows in the metrics. After the
@@ -519,7 +551,7 @@ async fn pump(
         }
         #[cfg(not(target_os = "linux"))]
         let _ = use_splice;
-        let mut buf = Vec::with_capacity(buffer);
+        let mut buf = take_buffer(buffer);
         let mut turn = 0usize;
         loop {
             buf.clear();
@@ -534,6 +566,7 @@ async fn pump(
                     }
                     counter.inc_by(n as u64);
                     if drained {
+                        give_buffer(buf);
                         break;
                     }
                     turn += n;
@@ -542,8 +575,11 @@ async fn pump(
                         tokio::task::yield_now().await;
                     }
                 }
-                // Dry: drop the buffer and wait for more with nothing held.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // Dry: give the buffer back and wait for more with nothing held.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    give_buffer(buf);
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return PumpEnd::ReadError,
             }
