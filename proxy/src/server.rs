@@ -195,9 +195,20 @@ impl Proxy {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let threads = threads.max(1);
+        // SO_REUSEPORT would let this bind succeed next to another proxy of
+        // the same user already on the address, silently taking a share of
+        // its players. A plain bind first keeps "address in use" an error.
+        if address.port() != 0 {
+            drop(std::net::TcpListener::bind(address)?);
+        }
         // Bind every listener before starting any thread, so a taken port
-        // is one clear error.
-        let listeners = (0..threads).map(|_| reuseport_listener(address, backlog)).collect::<std::io::Result<Vec<_>>>()?;
+        // is one clear error; with port 0 they all take the first one's.
+        let first = reuseport_listener(address, backlog)?;
+        let bound = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..threads {
+            listeners.push(reuseport_listener(bound, backlog)?);
+        }
         info!(%address, threads, "proxy threads starting");
         let mut done = Vec::with_capacity(threads);
         for (i, listener) in listeners.into_iter().enumerate() {
@@ -347,4 +358,81 @@ fn reuseport_listener(address: SocketAddr, backlog: u32) -> std::io::Result<std:
     socket.bind(&address.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        Config,
+        protocol::{
+            handshake::{Handshake, NextState, encode_handshake},
+            status::{decode_status_response, encode_status_request},
+        },
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn proxy() -> Proxy {
+        let config = Config::parse("[limits]\nper_ip_per_second = 100000\nper_ip_burst = 100000\nper_prefix_per_second = 100000\nper_prefix_burst = 100000\n").unwrap();
+        Proxy::new(config).unwrap()
+    }
+
+    fn free_address() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    async fn status_motd(address: SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut out = encode_handshake(&Handshake { protocol: 769, host: "nobody.test".into(), port: 25565, next_state: NextState::Status });
+        out.extend(encode_status_request());
+        s.write_all(&out).await.unwrap();
+        let mut buf = Vec::new();
+        loop {
+            if let Some((json, _)) = decode_status_response(&buf, 1 << 20).unwrap() {
+                return json;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("answer in time").unwrap();
+            assert!(n > 0, "closed without an answer");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn sharded_threads_share_one_address_and_a_taken_one_is_an_error() {
+        let address = free_address();
+        let shutdown = CancellationToken::new();
+        let p = proxy();
+        let (p2, sd) = (p.clone(), shutdown.clone());
+        let serving = tokio::spawn(async move { p2.serve_sharded(address, 3, 128, sd).await });
+        // Every connection is answered, whichever thread the kernel picks.
+        let mut answered = 0;
+        for attempt in 0..100 {
+            match tokio::net::TcpStream::connect(address).await {
+                Ok(_) => break,
+                Err(_) if attempt < 99 => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("the proxy never listened: {e}"),
+            }
+        }
+        for _ in 0..30 {
+            assert!(status_motd(address).await.contains("Unknown server"));
+            answered += 1;
+        }
+        assert_eq!(answered, 30);
+        // A second proxy on the same address fails instead of sharing it.
+        let err = proxy().serve_sharded(address, 2, 128, CancellationToken::new()).await.expect_err("the address is taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        // And the first still answers.
+        assert!(status_motd(address).await.contains("Unknown server"));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), serving).await.expect("threads stop").unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_address_held_by_another_program_is_an_error() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = held.local_addr().unwrap();
+        let err = proxy().serve_sharded(address, 2, 128, CancellationToken::new()).await.expect_err("the address is taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }
