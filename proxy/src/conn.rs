@@ -377,7 +377,7 @@ async fn relay(
     lost_message: impl FnOnce() -> String,
     linger: Duration,
 ) -> Result<RelayEnd, ConnError> {
-    let _ = client.set_nodelay(true);
+    // The client's socket has TCP_NODELAY from its listener (server.rs).
     let _ = backend.set_nodelay(true);
     let (client_r, mut client_w) = client.split();
     let (backend_r, mut backend_w) = backend.split();

@@ -251,6 +251,12 @@ impl Proxy {
     async fn accept_loop(&self, listener: TcpListener, shutdown: CancellationToken, housekeeping: bool) -> std::io::Result<()> {
         let shared = self.shared.clone();
         let local = listener.local_addr()?;
+        // Linux gives an accepted socket its listener's TCP_NODELAY: set it
+        // once here rather than once per connection (a syscall per login).
+        #[cfg(target_os = "linux")]
+        let nodelay_inherited = socket2::SockRef::from(&listener).set_tcp_nodelay(true).is_ok();
+        #[cfg(not(target_os = "linux"))]
+        let nodelay_inherited = false;
         let tracker = TaskTracker::new();
         let grace = shared.state.load().config.limits.shutdown_grace();
         shared.ready.store(true, Ordering::Relaxed);
@@ -294,6 +300,9 @@ impl Proxy {
                 reject("max_connections");
                 continue;
             };
+            if !nodelay_inherited {
+                let _ = stream.set_nodelay(true);
+            }
             // Not `stream.local_addr()`: a syscall per connection for an
             // address needed only by PROXY headers (conn::local_for).
             // Debug level: a span kept for the whole session costs an idle
@@ -426,6 +435,34 @@ mod tests {
         assert!(status_motd(address).await.contains("Unknown server"));
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), serving).await.expect("threads stop").unwrap().unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn players_get_tcp_nodelay_from_the_listener() {
+        use socket2::SockRef;
+        // What the proxy relies on: an accepted socket inherits the flag.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        SockRef::from(&plain).set_tcp_nodelay(true).unwrap();
+        let _c = std::net::TcpStream::connect(plain.local_addr().unwrap()).unwrap();
+        let (accepted, _) = plain.accept().unwrap();
+        assert!(SockRef::from(&accepted).tcp_nodelay().unwrap());
+        // And the accept loop sets it on its listener (seen through a
+        // duplicate of the listener's descriptor).
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let dup = std_listener.try_clone().unwrap();
+        assert!(!SockRef::from(&dup).tcp_nodelay().unwrap());
+        let shutdown = CancellationToken::new();
+        let p = proxy();
+        let listener = TcpListener::from_std(std_listener).unwrap();
+        let sd = shutdown.clone();
+        let serving = tokio::spawn(async move { p.serve(listener, sd).await });
+        let address = dup.local_addr().unwrap();
+        assert!(status_motd(address).await.contains("Unknown server"));
+        assert!(SockRef::from(&dup).tcp_nodelay().unwrap());
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), serving).await.unwrap().unwrap().unwrap();
     }
 
     #[tokio::test]
