@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Result;
-use respawn_proxy::protocol::{
+use respawn_codec::{
     decode_handshake, decode_login_start,
     handshake::NextState,
     login::encode_login_disconnect,

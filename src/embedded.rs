@@ -1,7 +1,7 @@
 //! `respawn up`: the proxy, the local runtime and the management API in one
 //! process. The API is the source of the servers it creates: each becomes a
 //! local process (from the `[api_servers]` command template) and a route in
-//! the proxy, keyed by the server's id.
+//! the proxy (through its `RouteSink`), keyed by the server's id.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -10,15 +10,16 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use anyhow::Context;
-use respawn_api::{LogLine, LogQuery, RuntimeError, RuntimeFuture, ServerRuntime, ServerSpec, ServerStatus};
-use respawn_controller::{
-    Lifecycle, Phase,
-    local::{LocalRuntime, PluginSpec, ServerConfig},
+use respawn_contract::{
+    Lifecycle, RouteSink, RouteSpec,
+    runtime::{LogLine, LogQuery, RuntimeError, RuntimeFuture, ServerRuntime, ServerSpec, ServerStatus},
 };
-use respawn_proxy::{Proxy, config::RouteConfig};
+use respawn_local::{LocalRuntime, ServerConfig};
+use respawn_proxy::Proxy;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::RespawnConfig;
 
 /// `[api_servers]`: how servers created through the API are run.
 ///
@@ -53,15 +54,15 @@ impl Default for ServerTemplate {
             host: "127.0.0.1".into(),
             ports: [30_000, 30_999],
             stop_command: "stop".into(),
-            stop_timeout_ms: respawn_controller::local::DEFAULT_STOP_TIMEOUT_MS,
-            start_timeout_ms: respawn_controller::local::DEFAULT_START_TIMEOUT_MS,
-            min_online_ms: respawn_controller::policy::DEFAULT_MIN_ONLINE.as_millis() as u64,
+            stop_timeout_ms: respawn_local::config::DEFAULT_STOP_TIMEOUT_MS,
+            start_timeout_ms: respawn_local::config::DEFAULT_START_TIMEOUT_MS,
+            min_online_ms: respawn_contract::policy::DEFAULT_MIN_ONLINE.as_millis() as u64,
         }
     }
 }
 
 impl ServerTemplate {
-    fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         if self.command.trim().is_empty() {
             anyhow::bail!("api_servers.command: must not be empty");
         }
@@ -83,25 +84,29 @@ pub struct Embedded {
     /// replace them.
     reserved: HashSet<String>,
     inner: Mutex<Inner>,
-    proxy: OnceLock<Proxy>,
+    routes: OnceLock<Arc<dyn RouteSink>>,
 }
 
 #[derive(Default)]
 struct Inner {
     /// Server id → its port.
     ports: HashMap<String, u16>,
-    routes: BTreeMap<String, RouteConfig>,
+    routes: BTreeMap<String, RouteSpec>,
 }
 
 impl Embedded {
-    pub fn new(runtime: Arc<LocalRuntime>, template: ServerTemplate, reserved: HashSet<String>) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        runtime: Arc<LocalRuntime>,
+        template: ServerTemplate,
+        reserved: HashSet<String>,
+    ) -> anyhow::Result<Arc<Self>> {
         template.validate()?;
-        Ok(Arc::new(Embedded { runtime, template, reserved, inner: Mutex::default(), proxy: OnceLock::new() }))
+        Ok(Arc::new(Embedded { runtime, template, reserved, inner: Mutex::default(), routes: OnceLock::new() }))
     }
 
     /// The proxy is up: give it the routes of every API server so far.
-    pub fn attach(&self, proxy: Proxy) {
-        let _ = self.proxy.set(proxy);
+    pub fn attach(&self, routes: Arc<dyn RouteSink>) {
+        let _ = self.routes.set(routes);
         self.push_routes();
     }
 
@@ -110,9 +115,9 @@ impl Embedded {
     }
 
     fn push_routes(&self) {
-        if let Some(proxy) = self.proxy.get() {
-            let routes: Vec<RouteConfig> = self.inner().routes.values().cloned().collect();
-            proxy.set_discovered_routes(routes);
+        if let Some(sink) = self.routes.get() {
+            let routes: Vec<RouteSpec> = self.inner().routes.values().cloned().collect();
+            sink.set_routes(routes);
         }
     }
 
@@ -169,17 +174,7 @@ impl Embedded {
             allow_wake: vec![],
             proxy_protocol: false,
             rcon: None,
-            plugins: spec
-                .plugins
-                .iter()
-                .map(|p| PluginSpec {
-                    name: p.name.clone(),
-                    version: p.version.clone(),
-                    download_url: p.download_url.clone(),
-                    sha256: p.sha256.clone(),
-                    sha512: p.sha512.clone(),
-                })
-                .collect(),
+            plugins: spec.plugins.clone(),
         }
     }
 
@@ -199,13 +194,6 @@ impl Embedded {
 impl ServerRuntime for Embedded {
     fn status(&self, server_id: &str) -> ServerStatus {
         let Some(phase) = self.runtime.phase(server_id) else { return ServerStatus::unknown() };
-        let phase = match phase {
-            Phase::Sleeping => respawn_api::Phase::Sleeping,
-            Phase::Starting => respawn_api::Phase::Starting,
-            Phase::Running => respawn_api::Phase::Running,
-            Phase::Stopping => respawn_api::Phase::Stopping,
-            Phase::Failed(_) => respawn_api::Phase::Failed,
-        };
         let address = self.inner().ports.get(server_id).map(|p| format!("{}:{p}", self.template.host));
         ServerStatus { phase, players: self.runtime.players(server_id), address, last_activity_ms: None }
     }
@@ -213,18 +201,15 @@ impl ServerRuntime for Embedded {
     fn apply<'a>(&'a self, spec: &'a ServerSpec) -> RuntimeFuture<'a, ()> {
         Box::pin(async move {
             if self.reserved.contains(&spec.id) {
-                return Err(RuntimeError::Unavailable(format!("{} is a [[servers]] entry of the config file", spec.id)));
+                return Err(RuntimeError::Unavailable(format!(
+                    "{} is a [[servers]] entry of the config file",
+                    spec.id
+                )));
             }
             let port = self.port_for(&spec.id)?;
             let config = self.server_config(spec, port);
-            let route = RouteConfig {
-                name: spec.id.clone(),
-                hostnames: spec.hostnames.clone(),
-                backends: vec![config.address.clone()],
-                proxy_protocol: false,
-                fallback_status: None,
-            };
-            self.runtime.upsert(config).map_err(RuntimeError::Unavailable)?;
+            let route = config.route();
+            self.runtime.upsert(config).map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
             self.inner().routes.insert(spec.id.clone(), route);
             self.push_routes();
             Ok(())
@@ -265,7 +250,7 @@ impl ServerRuntime for Embedded {
 
     fn logs<'a>(&'a self, server_id: &'a str, query: LogQuery) -> RuntimeFuture<'a, Vec<LogLine>> {
         Box::pin(async move {
-            let lines = self.runtime.logs(server_id, query.tail, query.since_ms);
+            let lines = self.runtime.logs(server_id, query.tail, query.since_ms).await;
             Ok(lines.into_iter().map(|(at_ms, line)| LogLine { at_ms, line }).collect())
         })
     }
@@ -275,7 +260,9 @@ impl ServerRuntime for Embedded {
     }
 
     fn console<'a>(&'a self, server_id: &'a str, command: &'a str) -> RuntimeFuture<'a, String> {
-        Box::pin(async move { self.runtime.console(server_id, command).await.map_err(RuntimeError::Unavailable) })
+        Box::pin(async move {
+            self.runtime.console(server_id, command).await.map_err(|e| RuntimeError::Unavailable(e.to_string()))
+        })
     }
 
     fn set_backup_running(&self, server_id: &str, running: bool) {
@@ -286,44 +273,32 @@ impl ServerRuntime for Embedded {
 /// Runs proxy + local runtime (+ the API when the config has an `[api]`
 /// section) until `shutdown`.
 pub async fn up(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let config = respawn_proxy::Config::load(&config_path)?;
+    let config = {
+        let path = config_path.clone();
+        tokio::task::spawn_blocking(move || RespawnConfig::load(&path)).await??
+    };
     let runtime = Arc::new(LocalRuntime::new(&config.servers, config.runtime.clone()));
     let runtime_task = tokio::spawn(runtime.clone().run(shutdown.clone()));
-    let template: ServerTemplate = match &config.api_servers {
-        Some(t) => t.clone().try_into().context("[api_servers]")?,
-        None => ServerTemplate::default(),
-    };
     let reserved = config.servers.iter().map(|s| s.name.clone()).collect();
-    let embedded = Embedded::new(runtime.clone(), template, reserved)?;
-    let api_task = match &config.api {
-        Some(table) => {
-            let api: respawn_api::ApiConfig = table.clone().try_into().context("[api]")?;
-            let api = api.with_env();
+    let embedded = Embedded::new(runtime.clone(), config.api_servers.clone().unwrap_or_default(), reserved)?;
+    let api_task = config.api.clone().map(|api| {
+        let api = api.with_env();
+        let (rt, stop) = (embedded.clone() as Arc<dyn ServerRuntime>, shutdown.clone());
+        tokio::spawn(async move {
             api.validate()?;
-            let (rt, stop) = (embedded.clone() as Arc<dyn ServerRuntime>, shutdown.clone());
-            Some(tokio::spawn(async move {
-                let result = respawn_api::run_with_runtime(api, rt, stop.clone()).await;
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, "the API stopped");
-                    stop.cancel();
-                }
-                result
-            }))
-        }
-        None => None,
-    };
+            let result = respawn_api::run_with_runtime(api, rt, stop.clone()).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "the API stopped");
+                stop.cancel();
+            }
+            result
+        })
+    });
     let lifecycle: Arc<dyn Lifecycle> = runtime.clone();
-    let registry = runtime.registry.clone();
-    let result = respawn_proxy::run_with_lifecycle(
-        config_path,
-        lifecycle,
-        move |proxy| {
-            proxy.metrics().add_registry(registry);
-            embedded.attach(proxy);
-        },
-        shutdown.clone(),
-    )
-    .await;
+    let proxy = Proxy::with_lifecycle(config.proxy(), lifecycle)?;
+    proxy.metrics().add_registry(runtime.registry.clone());
+    embedded.attach(Arc::new(proxy.clone()));
+    let result = respawn_proxy::run(proxy, Some(RespawnConfig::source(&config_path)), shutdown.clone()).await;
     shutdown.cancel();
     if let Some(t) = api_task {
         t.await??;
@@ -335,18 +310,6 @@ pub async fn up(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The example `respawn up` reads out of the box is valid in every part.
-    #[test]
-    fn the_example_config_is_valid() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/respawn.toml");
-        let config = respawn_proxy::Config::load(&path).unwrap();
-        let api: respawn_api::ApiConfig = config.api.clone().unwrap().try_into().unwrap();
-        api.validate().unwrap();
-        let template: ServerTemplate = config.api_servers.clone().unwrap().try_into().unwrap();
-        template.validate().unwrap();
-        assert_eq!(template.command, "respawn");
-    }
 
     #[test]
     fn bad_templates_name_the_field() {

@@ -1,10 +1,12 @@
 //! `respawn`: one thin command for every component. It parses arguments, sets
 //! up tracing and a shutdown signal, and calls the component's `run`.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use respawn::config::RespawnConfig;
+use respawn_proxy::Proxy;
 use tokio_util::sync::CancellationToken;
 
 mod demo;
@@ -30,7 +32,11 @@ enum Command {
     },
     /// Run the Kubernetes controller (MinecraftServers → StatefulSets), using
     /// the in-cluster service account or ~/.kube/config.
-    Controller,
+    Controller {
+        /// Where `/metrics` is served (reconciles and reconcile errors).
+        #[arg(long, env = "RESPAWN_CONTROLLER_METRICS", default_value = "0.0.0.0:9102")]
+        metrics_address: std::net::SocketAddr,
+    },
     /// Print the MinecraftServer CRD (YAML) generated from the Rust types.
     Crdgen,
     /// Run the management API (REST under /v1; SQLite by default,
@@ -69,41 +75,48 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
         match cli.command {
-            Command::Proxy { config, kubernetes: false } => respawn_proxy::run(config, shutdown).await,
-            Command::Proxy { config, kubernetes: true } => {
+            Command::Proxy { config: path, kubernetes } => {
+                let config = {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || RespawnConfig::load(&path)).await??
+                };
+                let source = Some(RespawnConfig::source(&path));
+                if !kubernetes {
+                    // `[[servers]]` are plain routes here: nothing runs them.
+                    return respawn_proxy::run(Proxy::new(config.proxy())?, source, shutdown).await;
+                }
                 let client = kube::Client::try_default().await?;
                 let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "respawn-system".into());
                 let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("proxy-{}", std::process::id()));
                 let discovery = respawn_k8s::discovery::KubeDiscovery::new(client, &namespace, &identity);
-                let (d, stop) = (discovery.clone(), shutdown.clone());
-                respawn_proxy::run_with_lifecycle(
-                    config,
-                    discovery,
-                    move |proxy| {
-                        tokio::spawn(d.run(proxy, stop));
-                    },
-                    shutdown,
-                )
-                .await
+                let proxy = Proxy::with_lifecycle(config.proxy(), discovery.clone())?;
+                tokio::spawn(discovery.run(Arc::new(proxy.clone()), shutdown.clone()));
+                respawn_proxy::run(proxy, source, shutdown).await
             }
             Command::Up { config } => respawn::embedded::up(config, shutdown).await,
             Command::DemoServer { listen, motd } => demo::run(listen, motd, shutdown).await,
             Command::PluginSync(args) => respawn_plugins::run_cli(args).await,
-            Command::Controller => {
+            Command::Controller { metrics_address } => {
                 let client = kube::Client::try_default().await?;
                 let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "respawn-system".into());
                 let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("respawn-{}", std::process::id()));
-                let settings = respawn_k8s::controller::Settings { reports_namespace: namespace.clone(), ..Default::default() };
-                respawn_k8s::controller::run_leader_elected(client, settings, &namespace, &identity, shutdown).await;
+                let settings =
+                    respawn_k8s::controller::Settings { reports_namespace: namespace.clone(), ..Default::default() };
+                let registry = prometheus::Registry::new();
+                let metrics = respawn_k8s::controller::Metrics::new(&registry);
+                let listener = tokio::net::TcpListener::bind(metrics_address)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_address} (--metrics-address): {e}"))?;
+                tokio::spawn(serve_metrics(listener, registry, shutdown.clone()));
+                respawn_k8s::controller::run_leader_elected(client, settings, metrics, &namespace, &identity, shutdown)
+                    .await;
                 Ok(())
             }
             Command::Crdgen => {
@@ -120,13 +133,27 @@ fn main() -> Result<()> {
                 let namespace = servers_namespace
                     .or_else(|| std::env::var("POD_NAMESPACE").ok())
                     .unwrap_or_else(|| "respawn-system".into());
-                let (runtime, status) = respawn::kube_runtime::KubeRuntime::new(client, &namespace);
+                let (runtime, status) = respawn_k8s::api_runtime::KubeRuntime::new(client, &namespace);
                 tokio::spawn(status.run(shutdown.clone()));
                 tracing::info!(%namespace, "servers run as MinecraftServers");
                 respawn_api::run_with_runtime(config, std::sync::Arc::new(runtime), shutdown).await
             }
         }
     })
+}
+
+/// `GET /metrics` in the Prometheus text format, until `shutdown`.
+async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::Registry, shutdown: CancellationToken) {
+    let metrics = move || {
+        let registry = registry.clone();
+        async move {
+            let mut body = Vec::new();
+            let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut body);
+            ([("content-type", "text/plain; version=0.0.4")], body)
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(metrics));
+    let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
 }
 
 /// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.

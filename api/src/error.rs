@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::backup::BackupError;
+use crate::store::StoreError;
+
 /// Every error a handler can return.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -99,6 +102,26 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> ApiError {
         ApiError::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+/// Store errors are internal, exactly as the SQL errors they carry: the
+/// response says `internal error` and the cause is only logged.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Db(e) => ApiError::from(e),
+            StoreError::Corrupt(message) => ApiError::Internal(anyhow::anyhow!(message)),
+        }
+    }
+}
+
+/// The backup service fails only in its store, so its errors answer as those.
+impl From<BackupError> for ApiError {
+    fn from(e: BackupError) -> ApiError {
+        match e {
+            BackupError::Store(e) => ApiError::from(e),
+        }
     }
 }
 

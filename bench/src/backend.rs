@@ -17,8 +17,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use bytes::BytesMut;
-use respawn_proxy::protocol::{
-    Decoded, NextState, decode_handshake, decode_login_start,
+use respawn_codec::{
+    Decoded, NextState, decode_handshake, decode_login_start, encode_login_disconnect,
     frame::{encode_packet, put_string},
     status::{StatusC2s, decode_status_c2s, encode_pong, encode_status_response},
 };
@@ -58,7 +58,13 @@ pub enum Session {
     /// stay as they are, but a proxy that follows the protocol can no
     /// longer read them from that packet on (Respawn stops following).
     BulkOnline,
+    /// Refuse the login with a Disconnect of the server's own (as a full or
+    /// whitelisted server does) and close at once: the server ends it.
+    Refused,
 }
+
+/// What a refusing backend tells the player.
+pub const REFUSAL: &str = "bench: this server is full";
 
 impl Session {
     pub fn username(self) -> &'static str {
@@ -67,6 +73,7 @@ impl Session {
             Session::Idle => "bench_idle",
             Session::Bulk => "bench_bulk",
             Session::BulkOnline => "bench_bulk_enc",
+            Session::Refused => "bench_refused",
         }
     }
 
@@ -75,6 +82,7 @@ impl Session {
             "bench_idle" => Session::Idle,
             "bench_bulk" => Session::Bulk,
             "bench_bulk_enc" => Session::BulkOnline,
+            "bench_refused" => Session::Refused,
             _ => Session::Close,
         }
     }
@@ -192,6 +200,11 @@ async fn serve(mut stream: TcpStream, counters: &Counters) -> Result<()> {
             let (login, used) = read_until(&mut stream, &mut buf, at, |b| decode_login_start(b, protocol)).await?;
             at += used;
             let session = Session::from_username(&login.name);
+            if session == Session::Refused {
+                // Dropping the stream closes it right after the Disconnect.
+                stream.write_all(&encode_login_disconnect(REFUSAL)).await?;
+                return Ok(());
+            }
             if session == Session::BulkOnline {
                 stream.write_all(&encryption_request()).await?;
             }
@@ -205,6 +218,7 @@ async fn serve(mut stream: TcpStream, counters: &Counters) -> Result<()> {
                     hold(&mut stream).await;
                     Ok(())
                 }
+                Session::Refused => unreachable!("answered before the login success"),
                 Session::Bulk | Session::BulkOnline => {
                     let early = (buf.len() - at) as u64;
                     counters.bulk_received.fetch_add(early, Ordering::Relaxed);

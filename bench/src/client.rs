@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Result, bail};
 use bytes::BytesMut;
-use respawn_proxy::protocol::{
+use respawn_codec::{
     Decoded, NextState, decode_frame,
     handshake::{Handshake, encode_handshake},
     login::encode_login_start,
@@ -42,11 +42,14 @@ pub struct Requests {
     login_idle: Vec<u8>,
     login_bulk: Vec<u8>,
     login_bulk_online: Vec<u8>,
+    login_refused: Vec<u8>,
 }
 
 impl Requests {
     pub fn new(host: &str) -> Self {
-        let hs = |next_state| encode_handshake(&Handshake { protocol: PROTOCOL, host: host.to_owned(), port: 25565, next_state });
+        let hs = |next_state| {
+            encode_handshake(&Handshake { protocol: PROTOCOL, host: host.to_owned(), port: 25565, next_state })
+        };
         let mut status = hs(NextState::Status);
         status.extend(encode_status_request());
         let login = |session: Session| {
@@ -63,6 +66,7 @@ impl Requests {
             login_idle: login(Session::Idle),
             login_bulk: login(Session::Bulk),
             login_bulk_online: login(Session::BulkOnline),
+            login_refused: login(Session::Refused),
         }
     }
 
@@ -72,6 +76,7 @@ impl Requests {
             Session::Idle => &self.login_idle,
             Session::Bulk => &self.login_bulk,
             Session::BulkOnline => &self.login_bulk_online,
+            Session::Refused => &self.login_refused,
         }
     }
 }
@@ -121,9 +126,35 @@ pub async fn login(addr: SocketAddr, req: &Requests, session: Session, buf: &mut
         (id, _) = read_until(&mut stream, buf, used, frame_id).await?;
     }
     if id != 0x02 {
-        bail!("expected login success (0x02), got packet {id:#04x}: {}", String::from_utf8_lossy(&buf[..buf.len().min(200)]));
+        bail!(
+            "expected login success (0x02), got packet {id:#04x}: {}",
+            String::from_utf8_lossy(&buf[..buf.len().min(200)])
+        );
     }
     Ok(LoggedIn { stream, first_byte })
+}
+
+/// A login the server refuses: exactly its Disconnect comes back, then the
+/// end of the stream — a proxy that appended a packet of its own (taking the
+/// server's close for a crash) fails here.
+pub async fn refused_login(addr: SocketAddr, req: &Requests, buf: &mut BytesMut) -> Result<()> {
+    buf.clear();
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    stream.write_all(req.login(Session::Refused)).await?;
+    while stream.read_buf(buf).await? > 0 {
+        if buf.len() > MAX_FRAME {
+            bail!("more than {MAX_FRAME} bytes in answer to a refused login");
+        }
+    }
+    let Some((frame, used)) = decode_frame(buf, MAX_FRAME)? else { bail!("the stream ended inside the Disconnect") };
+    if frame.id != 0x00 || !String::from_utf8_lossy(frame.body).contains(crate::backend::REFUSAL) {
+        bail!("expected the server's login Disconnect, got packet {:#04x}", frame.id);
+    }
+    if used != buf.len() {
+        bail!("{} bytes followed the server's Disconnect", buf.len() - used);
+    }
+    Ok(())
 }
 
 fn frame_id(buf: &[u8]) -> Decoded<i32> {

@@ -194,7 +194,9 @@ impl ControllerProcess {
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .with_context(|| format!("starting {} controller (build it: cargo build --release -p respawn)", s.respawn_bin.display()))?;
+            .with_context(|| {
+                format!("starting {} controller (build it: cargo build --release -p respawn)", s.respawn_bin.display())
+            })?;
         Ok(Self { child, log })
     }
 
@@ -244,12 +246,16 @@ async fn idle_rss_kib(s: &ControllerSettings) -> Result<u64> {
     let deadline = Instant::now() + IDLE_TIMEOUT;
     loop {
         controller.check_alive()?;
-        let watching = fake.requests().iter().any(|r| r.path.ends_with("/minecraftservers") && r.query.contains("watch=true"));
+        let watching =
+            fake.requests().iter().any(|r| r.path.ends_with("/minecraftservers") && r.query.contains("watch=true"));
         if watching {
             break;
         }
         if Instant::now() > deadline {
-            bail!("the idle controller opened no watch within {IDLE_TIMEOUT:?}; log tail:\n{}", log_tail(&controller.log));
+            bail!(
+                "the idle controller opened no watch within {IDLE_TIMEOUT:?}; log tail:\n{}",
+                log_tail(&controller.log)
+            );
         }
         sleep(Duration::from_millis(50)).await;
     }
@@ -310,7 +316,8 @@ async fn baseline(n: usize) -> Result<Duration> {
 
 fn count_requests(fake: &FakeApiServer) -> Map<String, Value> {
     let requests = fake.requests();
-    let count = |f: &dyn Fn(&respawn_kube_fake::RecordedRequest) -> bool| json!(requests.iter().filter(|r| f(r)).count());
+    let count =
+        |f: &dyn Fn(&respawn_kube_fake::RecordedRequest) -> bool| json!(requests.iter().filter(|r| f(r)).count());
     let mut out = Map::new();
     out.insert("requests".into(), json!(requests.len()));
     out.insert("gets".into(), count(&|r| r.method == "GET" && !r.query.contains("watch=true")));
@@ -410,7 +417,9 @@ pub async fn run(s: &ControllerSettings) -> Result<Measured> {
         let api: Api<MinecraftServer> = Api::namespaced(client.clone(), &ns);
         let patch = json!({ "metadata": { "annotations": { WAKE_ANNOTATION: Timestamp::now().to_string() } } });
         let t0 = Instant::now();
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.context("writing the wake annotation")?;
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context("writing the wake annotation")?;
         let scaled = loop {
             let replicas = fake
                 .cluster()

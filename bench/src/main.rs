@@ -1,5 +1,8 @@
 //! `respawn-bench`: runs each scenario against direct, Respawn, HAProxy and
-//! any other proxy in one run, and reports figures and ratios (see README.md).
+//! any other proxy in one run, and reports figures and ratios (see README.md).//!
+//! May depend on every crate it measures (the proxy and codec for traffic,
+//! the Kubernetes crate and the fake API server for the controller scenario);
+//! nothing depends on it.
 #![forbid(unsafe_code)]
 
 mod backend;
@@ -123,11 +126,35 @@ struct Preset {
 impl Cli {
     fn preset(&self) -> Preset {
         if self.smoke {
-            Preset { warmup: 0.05, duration: 0.25, idle_sessions: 200, latency_samples: 200, rounds: 1, mcs: 200, wakes: 5 }
+            Preset {
+                warmup: 0.05,
+                duration: 0.25,
+                idle_sessions: 200,
+                latency_samples: 200,
+                rounds: 1,
+                mcs: 200,
+                wakes: 5,
+            }
         } else if self.full {
-            Preset { warmup: 0.5, duration: 4.0, idle_sessions: 10_000, latency_samples: 10_000, rounds: 2, mcs: 10_000, wakes: 50 }
+            Preset {
+                warmup: 0.5,
+                duration: 4.0,
+                idle_sessions: 10_000,
+                latency_samples: 10_000,
+                rounds: 2,
+                mcs: 10_000,
+                wakes: 50,
+            }
         } else {
-            Preset { warmup: 0.3, duration: 2.0, idle_sessions: 2_000, latency_samples: 3_000, rounds: 1, mcs: 2_000, wakes: 20 }
+            Preset {
+                warmup: 0.3,
+                duration: 2.0,
+                idle_sessions: 2_000,
+                latency_samples: 3_000,
+                rounds: 1,
+                mcs: 2_000,
+                wakes: 20,
+            }
         }
     }
 }
@@ -299,7 +326,10 @@ async fn run(cli: Cli) -> Result<Report> {
         tool: "respawn-bench",
         started_at: utc_now(),
         total_seconds: started.elapsed().as_secs_f64(),
-        command: std::iter::once("respawn-bench".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" "),
+        command: std::iter::once("respawn-bench".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
         machine,
         settings: json!({
             "warmup_seconds": settings.warmup.as_secs_f64(),
@@ -337,7 +367,14 @@ async fn run(cli: Cli) -> Result<Report> {
 }
 
 /// Starts the target fresh for this scenario, runs it, and stops it.
-async fn run_one(scenario: Scenario, target: &Target, round: usize, env: &Env, backend: &backend::Backend, s: &Settings) -> Run {
+async fn run_one(
+    scenario: Scenario,
+    target: &Target,
+    round: usize,
+    env: &Env,
+    backend: &backend::Backend,
+    s: &Settings,
+) -> Run {
     let started = Instant::now();
     let tag = format!("{}-{round}", scenario.name());
     let result = async {
@@ -356,7 +393,13 @@ async fn run_one(scenario: Scenario, target: &Target, round: usize, env: &Env, b
 }
 
 /// A scenario's outcome as a report row, with a progress line on stderr.
-fn finish_run(scenario: Scenario, target: &Target, round: usize, started: Instant, result: Result<scenarios::Measured>) -> Run {
+fn finish_run(
+    scenario: Scenario,
+    target: &Target,
+    round: usize,
+    started: Instant,
+    result: Result<scenarios::Measured>,
+) -> Run {
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(m) => {
@@ -367,7 +410,16 @@ fn finish_run(scenario: Scenario, target: &Target, round: usize, started: Instan
                 .collect::<Vec<_>>()
                 .join(", ");
             eprintln!("[{}] {} round {}: {shown} ({seconds:.1} s)", scenario.name(), target.name, round + 1);
-            Run { scenario, target: target.name.clone(), round, ok: true, error: None, figures, details: m.details, seconds }
+            Run {
+                scenario,
+                target: target.name.clone(),
+                round,
+                ok: true,
+                error: None,
+                figures,
+                details: m.details,
+                seconds,
+            }
         }
         Err(e) => {
             eprintln!("[{}] {} round {}: FAILED: {e:#}", scenario.name(), target.name, round + 1);
@@ -406,14 +458,16 @@ fn machine_info(env: &Env, open_files: u64, with_haproxy: bool) -> Machine {
 }
 
 fn git_commit(dir: &Path) -> Option<String> {
-    let out = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "--short", "HEAD"]).output().ok()?;
+    let out =
+        std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "--short", "HEAD"]).output().ok()?;
     out.status.success().then(|| format!("commit {}", String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 /// When `path` was last written, from `date -r` (a binary older than the
 /// checkout is worth knowing about).
 fn file_time(path: &Path) -> Option<String> {
-    let out = std::process::Command::new("date").arg("-u").arg("-r").arg(path).arg("+%Y-%m-%d %H:%M UTC").output().ok()?;
+    let out =
+        std::process::Command::new("date").arg("-u").arg("-r").arg(path).arg("+%Y-%m-%d %H:%M UTC").output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
@@ -436,7 +490,7 @@ mod tests {
     fn respawn_config_is_valid() {
         let opts = targets::RespawnOptions { extra_routes: 3, wake_server: true, ..Default::default() };
         let text = targets::respawn_config(25565, 9100, "127.0.0.1:25566".parse().unwrap(), 9_000, 3, opts);
-        let config = respawn_proxy::Config::parse(&text).expect("bench config parses");
+        let config = respawn::config::RespawnConfig::parse(&text).expect("bench config parses");
         assert_eq!(config.routes.len(), 4);
         assert_eq!(config.status.cache_ttl_ms, 0);
         assert_eq!(config.servers.len(), 1);

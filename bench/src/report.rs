@@ -20,6 +20,8 @@ pub enum Figure {
     StatusCached,
     StatusRelayed,
     LoginRate,
+    /// Logins the server refuses with its own Disconnect (a full server, a whitelist).
+    LoginRefusedRate,
     BulkMbps,
     BulkSlowerMbps,
     BulkOnlineMbps,
@@ -79,10 +81,11 @@ pub struct Def {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 24] = [
+    pub const ALL: [Figure; 25] = [
         Figure::StatusCached,
         Figure::StatusRelayed,
         Figure::LoginRate,
+        Figure::LoginRefusedRate,
         Figure::BulkMbps,
         Figure::BulkSlowerMbps,
         Figure::BulkOnlineMbps,
@@ -138,6 +141,11 @@ impl Figure {
                 Goal::AtLeast { of: HAPROXY, factor: 1.0 },
             ),
             Figure::LoginRate => rate(Scenario::Login, "login connects/s", Goal::AtLeast { of: HAPROXY, factor: 1.0 }),
+            Figure::LoginRefusedRate => rate(
+                Scenario::LoginRefused,
+                "refused logins/s (the server's own Disconnect, passed on as it is)",
+                Goal::AtLeast { of: HAPROXY, factor: 1.0 },
+            ),
             Figure::BulkMbps => Def {
                 scenario: Scenario::Bulk,
                 label: "bulk relay, MB/s up + down",
@@ -188,7 +196,9 @@ impl Figure {
                 compare: Ratio,
                 goal: Some(Goal::AtMost { value: 4.0 }),
             },
-            Figure::IdleP99Before => micros(Scenario::Idle, "login latency p99 before the idle sessions are opened", None),
+            Figure::IdleP99Before => {
+                micros(Scenario::Idle, "login latency p99 before the idle sessions are opened", None)
+            }
             Figure::IdleP99 => micros(Scenario::Idle, "login latency p99 with the idle sessions open", None),
             Figure::IdleP99Growth => Def {
                 scenario: Scenario::Idle,
@@ -397,7 +407,10 @@ pub fn rows(runs: &[Run], targets: &[String]) -> Vec<Row> {
                 }
                 Goal::AddedAtMost { micros } => {
                     let added = v - values.get(DIRECT)?;
-                    (added <= micros, format!("{}{} µs", if added < 0.0 { "−" } else { "+" }, thousands(added.abs(), 0)))
+                    (
+                        added <= micros,
+                        format!("{}{} µs", if added < 0.0 { "−" } else { "+" }, thousands(added.abs(), 0)),
+                    )
                 }
                 Goal::AtMost { value } => (v <= value, format!("{}{}", thousands(v, def.decimals), def.unit)),
                 Goal::AtLeastOwn { of, factor } => {
@@ -631,6 +644,9 @@ mod tests {
         assert_eq!(verdict(Figure::ControllerPeakRss), Some(false), "over 256 MiB");
         assert_eq!(verdict(Figure::ControllerWakeP99), Some(true));
         assert!(rows.iter().all(|r| r.vs_direct.is_empty() && r.vs_haproxy.is_empty()));
-        assert!(rows.iter().any(|r| r.figure == Figure::ControllerBaseline), "a row for every figure of a scenario that ran");
+        assert!(
+            rows.iter().any(|r| r.figure == Figure::ControllerBaseline),
+            "a row for every figure of a scenario that ran"
+        );
     }
 }

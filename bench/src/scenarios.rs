@@ -56,6 +56,10 @@ pub enum Scenario {
     StatusRelayed,
     /// Login connects/s: handshake + Login Start → login success → close.
     Login,
+    /// Logins the server refuses: handshake + Login Start → the server's own
+    /// Disconnect, then it closes (a full server, a whitelist, a ban). The
+    /// client checks that nothing follows the server's packet.
+    LoginRefused,
     /// Relay throughput, both directions at once, over a few long sessions
     /// (offline mode: the server → client stream is plain Minecraft frames).
     Bulk,
@@ -79,10 +83,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::StatusCached,
         Scenario::StatusRelayed,
         Scenario::Login,
+        Scenario::LoginRefused,
         Scenario::Bulk,
         Scenario::BulkOnline,
         Scenario::Latency,
@@ -97,6 +102,7 @@ impl Scenario {
             Scenario::StatusCached => "status-cached",
             Scenario::StatusRelayed => "status-relayed",
             Scenario::Login => "login",
+            Scenario::LoginRefused => "login-refused",
             Scenario::Bulk => "bulk",
             Scenario::BulkOnline => "bulk-online",
             Scenario::Latency => "latency",
@@ -150,6 +156,7 @@ pub async fn run(scenario: Scenario, target: &mut Running, backend: &Backend, s:
         Scenario::StatusCached => rate_figure(Figure::StatusCached, Op::Status, addr, s).await?,
         Scenario::StatusRelayed => rate_figure(Figure::StatusRelayed, Op::Status, addr, s).await?,
         Scenario::Login => rate_figure(Figure::LoginRate, Op::Login, addr, s).await?,
+        Scenario::LoginRefused => rate_figure(Figure::LoginRefusedRate, Op::LoginRefused, addr, s).await?,
         Scenario::Routes100k => rate_figure(Figure::Routes100k, Op::LoginSpread, addr, s).await?,
         Scenario::Bulk => bulk(addr, backend, s, Session::Bulk, [Figure::BulkMbps, Figure::BulkSlowerMbps]).await?,
         Scenario::BulkOnline => {
@@ -177,6 +184,8 @@ pub async fn run(scenario: Scenario, target: &mut Running, backend: &Backend, s:
 enum Op {
     Status,
     Login,
+    /// A login the server refuses with its own Disconnect.
+    LoginRefused,
     /// Logins to hostnames spread over the many-routes table.
     LoginSpread,
 }
@@ -213,7 +222,9 @@ async fn all_done<T: 'static>(tasks: &mut JoinSet<T>) {
 async fn rate_figure(figure: Figure, op: Op, addr: SocketAddr, s: &Settings) -> Result<Measured> {
     let tally = Arc::new(Tally::default());
     let requests: Arc<Vec<Requests>> = Arc::new(match op {
-        Op::LoginSpread => (0..SPREAD_HOSTS).map(|i| Requests::new(&format!("s{}.{HOST}", i * (MANY_ROUTES / SPREAD_HOSTS)))).collect(),
+        Op::LoginSpread => {
+            (0..SPREAD_HOSTS).map(|i| Requests::new(&format!("s{}.{HOST}", i * (MANY_ROUTES / SPREAD_HOSTS)))).collect()
+        }
         _ => vec![Requests::new(HOST)],
     });
     let mut tasks = JoinSet::new();
@@ -230,7 +241,10 @@ async fn rate_figure(figure: Figure, op: Op, addr: SocketAddr, s: &Settings) -> 
                 let one = async {
                     match op {
                         Op::Status => client::status_ping(addr, req, &mut buf).await,
-                        Op::Login | Op::LoginSpread => client::login(addr, req, Session::Close, &mut buf).await.map(drop),
+                        Op::Login | Op::LoginSpread => {
+                            client::login(addr, req, Session::Close, &mut buf).await.map(drop)
+                        }
+                        Op::LoginRefused => client::refused_login(addr, req, &mut buf).await,
                     }
                 };
                 match timeout(OP_TIMEOUT, one).await {
@@ -264,7 +278,10 @@ async fn rate_figure(figure: Figure, op: Op, addr: SocketAddr, s: &Settings) -> 
     let seconds = (t1 - t0).as_secs_f64();
     let error_share = errors as f64 / (ok + errors).max(1) as f64;
     if window == 0 {
-        bail!("no operation completed in the window ({errors} errors; first: {})", tally.first_error().unwrap_or_default());
+        bail!(
+            "no operation completed in the window ({errors} errors; first: {})",
+            tally.first_error().unwrap_or_default()
+        );
     }
     if error_share > MAX_ERROR_SHARE {
         bail!("{errors} of {} operations failed (first: {})", ok + errors, tally.first_error().unwrap_or_default());
@@ -288,7 +305,13 @@ async fn rate_figure(figure: Figure, op: Op, addr: SocketAddr, s: &Settings) -> 
 
 /// A few long sessions upload and download at once; MB/s is bytes delivered
 /// (upload counted by the backend, download by the clients) per second.
-async fn bulk(addr: SocketAddr, backend: &Backend, s: &Settings, session: Session, figures: [Figure; 2]) -> Result<Measured> {
+async fn bulk(
+    addr: SocketAddr,
+    backend: &Backend,
+    s: &Settings,
+    session: Session,
+    figures: [Figure; 2],
+) -> Result<Measured> {
     let req = Requests::new(HOST);
     let mut buf = BytesMut::new();
     let mut streams = Vec::with_capacity(s.bulk_connections);

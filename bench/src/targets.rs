@@ -26,7 +26,10 @@ pub enum Kind {
     Respawn,
     Haproxy,
     /// A proxy the user runs; its PID (optional) gives its RSS.
-    Other { addr: SocketAddr, pid: Option<u32> },
+    Other {
+        addr: SocketAddr,
+        pid: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -121,8 +124,12 @@ fn free_port() -> Result<u16> {
 
 pub async fn start(target: &Target, env: &Env, opts: RespawnOptions, tag: &str) -> Result<Running> {
     let mut running = match &target.kind {
-        Kind::Direct => Running { name: target.name.clone(), addr: env.backend, admin: None, pid: None, child: None, log: None },
-        Kind::Other { addr, pid } => Running { name: target.name.clone(), addr: *addr, admin: None, pid: *pid, child: None, log: None },
+        Kind::Direct => {
+            Running { name: target.name.clone(), addr: env.backend, admin: None, pid: None, child: None, log: None }
+        }
+        Kind::Other { addr, pid } => {
+            Running { name: target.name.clone(), addr: *addr, admin: None, pid: *pid, child: None, log: None }
+        }
         Kind::Respawn => spawn_respawn(target, env, opts, tag)?,
         Kind::Haproxy => spawn_haproxy(target, env, tag)?,
     };
@@ -198,7 +205,8 @@ backends = ["{backend}"]
     if opts.wake_server {
         let port = free_port().unwrap_or(0);
         let bench = std::env::current_exe().unwrap_or_else(|_| "respawn-bench".into());
-        let data = std::env::temp_dir().join(format!("respawn-bench-{}", std::process::id())).join(format!("data-{listen}"));
+        let data =
+            std::env::temp_dir().join(format!("respawn-bench-{}", std::process::id())).join(format!("data-{listen}"));
         let _ = write!(
             toml,
             r#"
@@ -219,7 +227,8 @@ stop_timeout_ms = 2000
     }
     toml.reserve(opts.extra_routes * 96);
     for i in 0..opts.extra_routes {
-        let _ = write!(toml, "\n[[routes]]\nname = \"s{i}\"\nhostnames = [\"s{i}.{HOST}\"]\nbackends = [\"{backend}\"]\n");
+        let _ =
+            write!(toml, "\n[[routes]]\nname = \"s{i}\"\nhostnames = [\"s{i}.{HOST}\"]\nbackends = [\"{backend}\"]\n");
     }
     toml
 }
@@ -313,7 +322,9 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
         let mut response = Vec::new();
         stream.take(8 << 20).read_to_end(&mut response).await?;
         anyhow::Ok(response)

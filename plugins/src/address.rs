@@ -56,10 +56,7 @@ impl AddressClass {
 
     /// Classes that can never be the far end of a TCP connection; no allowance lifts them.
     fn never_connectable(self) -> bool {
-        matches!(
-            self,
-            AddressClass::Unspecified | AddressClass::Multicast | AddressClass::Broadcast
-        )
+        matches!(self, AddressClass::Unspecified | AddressClass::Multicast | AddressClass::Broadcast)
     }
 }
 
@@ -144,10 +141,8 @@ pub fn classify(ip: IpAddr) -> AddressClass {
 /// AWS's IPv6 one). `allow_private` does not open them: an operator who lets plugins come
 /// from an internal mirror should not thereby hand out the node's credentials. Listing them
 /// in `allowed_cidrs` does.
-const METADATA_ADDRESSES: [IpAddr; 2] = [
-    IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)),
-    IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)),
-];
+const METADATA_ADDRESSES: [IpAddr; 2] =
+    [IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)), IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254))];
 
 /// The operator's exceptions to the default "public addresses only" rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -303,9 +298,7 @@ mod tests {
 
     #[test]
     fn refusal_names_the_canonical_address_and_class() {
-        let err = AddressAllowance::default()
-            .check("::ffff:127.0.0.1".parse().unwrap())
-            .unwrap_err();
+        let err = AddressAllowance::default().check("::ffff:127.0.0.1".parse().unwrap()).unwrap_err();
         assert_eq!(err.ip, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(err.class, AddressClass::Loopback);
         assert!(err.to_string().contains("127.0.0.1 is loopback"), "{err}");
@@ -313,10 +306,7 @@ mod tests {
 
     #[test]
     fn allow_private_keeps_metadata_and_unconnectable_refused() {
-        let private = AddressAllowance {
-            allow_private: true,
-            allowed_cidrs: vec![],
-        };
+        let private = AddressAllowance { allow_private: true, allowed_cidrs: vec![] };
         for ip in ["127.0.0.1", "10.1.2.3", "fd12::1", "100.64.0.1", "fe80::1"] {
             assert!(private.check(ip.parse().unwrap()).is_ok(), "{ip}");
         }
@@ -347,10 +337,7 @@ mod tests {
         // An IPv4 allowance says nothing about IPv6 loopback.
         assert!(allow.check("::1".parse().unwrap()).is_err());
 
-        let narrow = AddressAllowance {
-            allow_private: false,
-            allowed_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
-        };
+        let narrow = AddressAllowance { allow_private: false, allowed_cidrs: vec!["10.1.0.0/16".parse().unwrap()] };
         assert!(narrow.check("10.1.200.3".parse().unwrap()).is_ok());
         assert!(narrow.check("10.2.0.1".parse().unwrap()).is_err());
     }

@@ -18,12 +18,7 @@ pub struct PluginSyncArgs {
     pub dir: PathBuf,
     /// A JSON file holding the list of wanted plugins
     /// (`[{"name", "version", "download_url", "sha256"?, "sha512"?}]`).
-    #[arg(
-        long,
-        value_name = "FILE",
-        conflicts_with = "spec_json",
-        required_unless_present = "spec_json"
-    )]
+    #[arg(long, value_name = "FILE", conflicts_with = "spec_json", required_unless_present = "spec_json")]
     pub manifest: Option<PathBuf>,
     /// The same JSON list inline. `[]` removes every managed plugin.
     #[arg(long, value_name = "JSON", env = "RESPAWN_PLUGIN_SPECS")]
@@ -53,10 +48,7 @@ impl PluginSyncArgs {
     /// The fetch policy these flags describe (reads `--ca-file`).
     pub fn policy(&self) -> anyhow::Result<FetchPolicy> {
         let extra_root_pem = match &self.ca_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .with_context(|| format!("reading --ca-file {}", path.display()))?,
-            ),
+            Some(path) => Some(std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?),
             None => None,
         };
         Ok(FetchPolicy {
@@ -74,18 +66,11 @@ impl PluginSyncArgs {
     pub fn specs(&self) -> anyhow::Result<Vec<PluginSpec>> {
         match (&self.manifest, &self.spec_json) {
             (Some(path), _) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("reading --manifest {}", path.display()))?;
-                serde_json::from_slice(&bytes).with_context(|| {
-                    format!(
-                        "--manifest {} is not a JSON list of plugins",
-                        path.display()
-                    )
-                })
+                let bytes = std::fs::read(path).with_context(|| format!("reading --manifest {}", path.display()))?;
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("--manifest {} is not a JSON list of plugins", path.display()))
             }
-            (None, Some(json)) => {
-                serde_json::from_str(json).context("--spec-json is not a JSON list of plugins")
-            }
+            (None, Some(json)) => serde_json::from_str(json).context("--spec-json is not a JSON list of plugins"),
             (None, None) => anyhow::bail!("one of --manifest or --spec-json is required"),
         }
     }
@@ -170,13 +155,7 @@ mod tests {
         assert_eq!(cli.args.specs().unwrap(), vec![]);
         let policy = cli.args.policy().unwrap();
         assert!(!policy.allow_http && !policy.allow_private);
-        assert_eq!(
-            policy.allowed_cidrs,
-            vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
-        );
-        assert!(
-            Cli::try_parse_from(["x", "--dir", "d", "--manifest", "m", "--spec-json", "[]"])
-                .is_err()
-        );
+        assert_eq!(policy.allowed_cidrs, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert!(Cli::try_parse_from(["x", "--dir", "d", "--manifest", "m", "--spec-json", "[]"]).is_err());
     }
 }

@@ -48,12 +48,8 @@ pub enum DigestSpecError {
 impl Expected {
     /// Validates and normalises (lower-cases) the digests of a spec.
     pub fn new(sha256: Option<&str>, sha512: Option<&str>) -> Result<Self, DigestSpecError> {
-        let sha256 = sha256
-            .map(|v| normalise(Algorithm::Sha256, v))
-            .transpose()?;
-        let sha512 = sha512
-            .map(|v| normalise(Algorithm::Sha512, v))
-            .transpose()?;
+        let sha256 = sha256.map(|v| normalise(Algorithm::Sha256, v)).transpose()?;
+        let sha512 = sha512.map(|v| normalise(Algorithm::Sha512, v)).transpose()?;
         if sha256.is_none() && sha512.is_none() {
             return Err(DigestSpecError::Missing);
         }
@@ -62,18 +58,14 @@ impl Expected {
 
     /// The first digest of `actual` that differs from what is expected, if any.
     pub fn mismatch(&self, actual: &Actual) -> Option<Mismatch> {
-        let pairs = [
-            (Algorithm::Sha256, &self.sha256, &actual.sha256),
-            (Algorithm::Sha512, &self.sha512, &actual.sha512),
-        ];
+        let pairs =
+            [(Algorithm::Sha256, &self.sha256, &actual.sha256), (Algorithm::Sha512, &self.sha512, &actual.sha512)];
         pairs.into_iter().find_map(|(algorithm, want, got)| {
-            want.as_ref()
-                .filter(|want| *want != got)
-                .map(|want| Mismatch {
-                    algorithm,
-                    expected: want.clone(),
-                    actual: got.clone(),
-                })
+            want.as_ref().filter(|want| *want != got).map(|want| Mismatch {
+                algorithm,
+                expected: want.clone(),
+                actual: got.clone(),
+            })
         })
     }
 }
@@ -83,10 +75,7 @@ fn normalise(algorithm: Algorithm, value: &str) -> Result<String, DigestSpecErro
     if value.len() == algorithm.hex_len() && value.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(value.to_ascii_lowercase())
     } else {
-        Err(DigestSpecError::Malformed {
-            algorithm,
-            value: value.to_owned(),
-        })
+        Err(DigestSpecError::Malformed { algorithm, value: value.to_owned() })
     }
 }
 
@@ -120,10 +109,7 @@ impl Hasher {
     }
 
     pub fn finish(self) -> Actual {
-        Actual {
-            sha256: hex::encode(self.sha256.finalize()),
-            sha512: hex::encode(self.sha512.finalize()),
-        }
+        Actual { sha256: hex::encode(self.sha256.finalize()), sha512: hex::encode(self.sha512.finalize()) }
     }
 }
 
@@ -165,16 +151,10 @@ mod tests {
         let e = Expected::new(Some(&upper), None).unwrap();
         assert_eq!(e.sha256.as_deref(), Some(EMPTY_SHA256));
         assert_eq!(Expected::new(None, None), Err(DigestSpecError::Missing));
-        assert!(matches!(
-            Expected::new(Some("abc"), None),
-            Err(DigestSpecError::Malformed { .. })
-        ));
+        assert!(matches!(Expected::new(Some("abc"), None), Err(DigestSpecError::Malformed { .. })));
         assert!(matches!(
             Expected::new(None, Some(EMPTY_SHA256)),
-            Err(DigestSpecError::Malformed {
-                algorithm: Algorithm::Sha512,
-                ..
-            })
+            Err(DigestSpecError::Malformed { algorithm: Algorithm::Sha512, .. })
         ));
     }
 

@@ -70,10 +70,7 @@ impl Default for FetchPolicy {
 
 impl FetchPolicy {
     fn allowance(&self) -> AddressAllowance {
-        AddressAllowance {
-            allow_private: self.allow_private,
-            allowed_cidrs: self.allowed_cidrs.clone(),
-        }
+        AddressAllowance { allow_private: self.allow_private, allowed_cidrs: self.allowed_cidrs.clone() }
     }
 }
 
@@ -145,8 +142,7 @@ impl Resolve for CheckedResolver {
         let allowance = Arc::clone(&self.allowance);
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() {
                 return Err(ResolverEmpty { host }.into());
             }
@@ -182,12 +178,9 @@ impl Fetcher {
             .referer(false)
             .connect_timeout(policy.connect_timeout)
             .user_agent(concat!("respawn-plugin-sync/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(CheckedResolver {
-                allowance: Arc::clone(&allowance),
-            }));
+            .dns_resolver(Arc::new(CheckedResolver { allowance: Arc::clone(&allowance) }));
         if let Some(pem) = &policy.extra_root_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| SetupError::RootCa(error_chain(&e)))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| SetupError::RootCa(error_chain(&e)))?;
             if certs.is_empty() {
                 return Err(SetupError::RootCa("no certificate in the PEM data".into()));
             }
@@ -195,9 +188,7 @@ impl Fetcher {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client = builder
-            .build()
-            .map_err(|e| SetupError::Client(error_chain(&e)))?;
+        let client = builder.build().map_err(|e| SetupError::Client(error_chain(&e)))?;
         Ok(Self {
             client,
             allowance,
@@ -210,11 +201,7 @@ impl Fetcher {
 
     /// Downloads `url` into `sink`, returning the body's digests and length. On error the
     /// sink may hold a prefix of the body; the caller throws it away.
-    pub async fn download<W: AsyncWrite + Unpin>(
-        &self,
-        url: &str,
-        sink: &mut W,
-    ) -> Result<(Actual, u64), FetchError> {
+    pub async fn download<W: AsyncWrite + Unpin>(&self, url: &str, sink: &mut W) -> Result<(Actual, u64), FetchError> {
         match tokio::time::timeout(self.timeout, self.download_inner(url, sink)).await {
             Ok(result) => result,
             Err(_) => Err(FetchError::Timeout(self.timeout)),
@@ -226,25 +213,15 @@ impl Fetcher {
         url: &str,
         sink: &mut W,
     ) -> Result<(Actual, u64), FetchError> {
-        let mut url = Url::parse(url).map_err(|e| FetchError::BadUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let mut url = Url::parse(url).map_err(|e| FetchError::BadUrl { url: url.to_owned(), reason: e.to_string() })?;
         let mut hops = 0;
         loop {
             self.check_url(&url)?;
-            let mut response = self
-                .client
-                .get(url.clone())
-                .send()
-                .await
-                .map_err(|e| transport_error(&url, &e))?;
+            let mut response = self.client.get(url.clone()).send().await.map_err(|e| transport_error(&url, &e))?;
             let status = response.status();
             if is_followed_redirect(status) {
                 if hops == self.max_redirects {
-                    return Err(FetchError::TooManyRedirects {
-                        max: self.max_redirects,
-                    });
+                    return Err(FetchError::TooManyRedirects { max: self.max_redirects });
                 }
                 hops += 1;
                 let next = response
@@ -252,36 +229,21 @@ impl Fetcher {
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|location| url.join(location).ok())
-                    .ok_or_else(|| FetchError::BadRedirect {
-                        url: url.to_string(),
-                    })?;
+                    .ok_or_else(|| FetchError::BadRedirect { url: url.to_string() })?;
                 tracing::debug!(from = %url, to = %next, "following plugin download redirect");
                 url = next;
                 continue;
             }
             if !status.is_success() {
-                return Err(FetchError::Status {
-                    url: url.to_string(),
-                    status: status.as_u16(),
-                });
+                return Err(FetchError::Status { url: url.to_string(), status: status.as_u16() });
             }
-            let too_large = || FetchError::TooLarge {
-                url: url.to_string(),
-                limit: self.max_bytes,
-            };
-            if response
-                .content_length()
-                .is_some_and(|len| len > self.max_bytes)
-            {
+            let too_large = || FetchError::TooLarge { url: url.to_string(), limit: self.max_bytes };
+            if response.content_length().is_some_and(|len| len > self.max_bytes) {
                 return Err(too_large());
             }
             let mut hasher = Hasher::default();
             let mut total: u64 = 0;
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| transport_error(&url, &e))?
-            {
+            while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&url, &e))? {
                 total = total.saturating_add(chunk.len() as u64);
                 if total > self.max_bytes {
                     return Err(too_large());
@@ -301,10 +263,7 @@ impl Fetcher {
             "https" => {}
             "http" if self.allow_http => {}
             scheme => {
-                return Err(FetchError::Scheme {
-                    url: url.to_string(),
-                    scheme: scheme.to_owned(),
-                });
+                return Err(FetchError::Scheme { url: url.to_string(), scheme: scheme.to_owned() });
             }
         }
         let literal = match url.host() {
@@ -312,19 +271,14 @@ impl Fetcher {
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
             Some(url::Host::Domain(_)) => return Ok(()),
             None => {
-                return Err(FetchError::BadUrl {
-                    url: url.to_string(),
-                    reason: "no host".into(),
-                });
+                return Err(FetchError::BadUrl { url: url.to_string(), reason: "no host".into() });
             }
         };
-        self.allowance
-            .check(literal)
-            .map_err(|refused| FetchError::Refused {
-                url: url.to_string(),
-                host: literal.to_string(),
-                refused,
-            })
+        self.allowance.check(literal).map_err(|refused| FetchError::Refused {
+            url: url.to_string(),
+            host: literal.to_string(),
+            refused,
+        })
     }
 }
 
@@ -345,24 +299,14 @@ fn transport_error(url: &Url, err: &reqwest::Error) -> FetchError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(r) = e.downcast_ref::<ResolverRefusal>() {
-            return FetchError::Refused {
-                url: url.to_string(),
-                host: r.host.clone(),
-                refused: r.refused.clone(),
-            };
+            return FetchError::Refused { url: url.to_string(), host: r.host.clone(), refused: r.refused.clone() };
         }
         if let Some(r) = e.downcast_ref::<ResolverEmpty>() {
-            return FetchError::NoAddress {
-                url: url.to_string(),
-                host: r.host.clone(),
-            };
+            return FetchError::NoAddress { url: url.to_string(), host: r.host.clone() };
         }
         source = e.source();
     }
-    FetchError::Transport {
-        url: url.to_string(),
-        message: error_chain(err),
-    }
+    FetchError::Transport { url: url.to_string(), message: error_chain(err) }
 }
 
 /// "outer: inner: root cause", since reqwest's own Display stops at the outermost layer.

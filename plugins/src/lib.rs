@@ -6,6 +6,10 @@
 //! streams, and renamed into place as `<name>.jar`. Jars the platform did not install are
 //! never touched; `.respawn-plugins.json` records the ones it did. [`cli`] is the
 //! `respawn plugin-sync` command.
+//!
+//! May depend on: the contract (`PluginSpec`), reqwest (its HTTP client, with
+//! rustls), sha2; never on the proxy, the runtimes or the API. The proxy must
+//! never link it (it carries an HTTP client).
 #![forbid(unsafe_code)]
 
 pub mod address;
@@ -19,8 +23,7 @@ pub mod sync;
 pub use address::{AddressAllowance, AddressClass, AddressRefused};
 pub use cli::{PluginSyncArgs, run_cli};
 pub use fetch::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT, FetchError,
-    FetchPolicy,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT, FetchError, FetchPolicy,
 };
 pub use manifest::MANIFEST_FILE;
 pub use sync::{Outcome, PluginError, PluginReport, PluginSpec, SyncError, SyncReport, sync};

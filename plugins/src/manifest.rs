@@ -23,10 +23,7 @@ pub struct Manifest {
 
 impl Default for Manifest {
     fn default() -> Self {
-        Self {
-            format: FORMAT_VERSION,
-            plugins: BTreeMap::new(),
-        }
+        Self { format: FORMAT_VERSION, plugins: BTreeMap::new() }
     }
 }
 
@@ -46,10 +43,7 @@ pub enum ManifestError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("{path} is not a valid plugin manifest: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Parse { path: PathBuf, source: serde_json::Error },
     #[error("{path} has format {found}, this version understands {FORMAT_VERSION}")]
     Format { path: PathBuf, found: u32 },
     #[error("writing {path}: {source}")]
@@ -65,15 +59,9 @@ pub async fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         Err(source) => return Err(ManifestError::Read { path, source }),
     };
     let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|source| ManifestError::Parse {
-            path: path.clone(),
-            source,
-        })?;
+        serde_json::from_slice(&bytes).map_err(|source| ManifestError::Parse { path: path.clone(), source })?;
     if manifest.format != FORMAT_VERSION {
-        return Err(ManifestError::Format {
-            path,
-            found: manifest.format,
-        });
+        return Err(ManifestError::Format { path, found: manifest.format });
     }
     Ok(manifest)
 }
@@ -81,15 +69,10 @@ pub async fn load(dir: &Path) -> Result<Manifest, ManifestError> {
 /// Writes the manifest of `dir` atomically (temporary file, fsync, rename).
 pub async fn save(dir: &Path, manifest: &Manifest) -> Result<(), ManifestError> {
     let path = dir.join(MANIFEST_FILE);
-    let write = |source| ManifestError::Write {
-        path: path.clone(),
-        source,
-    };
+    let write = |source| ManifestError::Write { path: path.clone(), source };
     let mut json = serde_json::to_vec_pretty(manifest).map_err(|e| write(io::Error::other(e)))?;
     json.push(b'\n');
-    crate::place::write_atomically(dir, MANIFEST_FILE, &json)
-        .await
-        .map_err(write)
+    crate::place::write_atomically(dir, MANIFEST_FILE, &json).await.map_err(write)
 }
 
 #[cfg(test)]
@@ -118,18 +101,8 @@ mod tests {
     async fn corrupt_manifest_is_an_error_not_empty() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(MANIFEST_FILE), b"{not json").unwrap();
-        assert!(matches!(
-            load(dir.path()).await,
-            Err(ManifestError::Parse { .. })
-        ));
-        std::fs::write(
-            dir.path().join(MANIFEST_FILE),
-            br#"{"format": 99, "plugins": {}}"#,
-        )
-        .unwrap();
-        assert!(matches!(
-            load(dir.path()).await,
-            Err(ManifestError::Format { found: 99, .. })
-        ));
+        assert!(matches!(load(dir.path()).await, Err(ManifestError::Parse { .. })));
+        std::fs::write(dir.path().join(MANIFEST_FILE), br#"{"format": 99, "plugins": {}}"#).unwrap();
+        assert!(matches!(load(dir.path()).await, Err(ManifestError::Format { found: 99, .. })));
     }
 }

@@ -32,9 +32,7 @@ pub async fn inspect(path: &Path) -> io::Result<OnDisk> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(OnDisk::Missing),
         Err(e) => Err(e),
         Ok(meta) if !meta.file_type().is_file() => Ok(OnDisk::Other),
-        Ok(_) => Ok(digest::of_file(path)
-            .await?
-            .map_or(OnDisk::Missing, OnDisk::File)),
+        Ok(_) => Ok(digest::of_file(path).await?.map_or(OnDisk::Missing, OnDisk::File)),
     }
 }
 
@@ -42,19 +40,12 @@ pub async fn inspect(path: &Path) -> io::Result<OnDisk> {
 /// leftover, or a planted symlink) is removed first and the file is created exclusively,
 /// so writing never follows a link out of the directory.
 pub async fn create_temp(dir: &Path, final_name: &str) -> io::Result<(PathBuf, File)> {
-    let path = dir.join(format!(
-        "{TEMP_PREFIX}{final_name}.{}{TEMP_SUFFIX}",
-        std::process::id()
-    ));
+    let path = dir.join(format!("{TEMP_PREFIX}{final_name}.{}{TEMP_SUFFIX}", std::process::id()));
     match tokio::fs::remove_file(&path).await {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .await?;
+    let file = OpenOptions::new().write(true).create_new(true).open(&path).await?;
     Ok((path, file))
 }
 
@@ -121,10 +112,7 @@ mod tests {
         write_atomically(dir.path(), "a.jar", b"one").await.unwrap();
         write_atomically(dir.path(), "a.jar", b"two").await.unwrap();
         assert_eq!(std::fs::read(dir.path().join("a.jar")).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.jar")]);
     }
 
@@ -148,10 +136,7 @@ mod tests {
         let target = outside.path().join("victim");
         std::fs::write(&target, b"keep").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join("a.jar")).unwrap();
-        assert_eq!(
-            inspect(&dir.path().join("a.jar")).await.unwrap(),
-            OnDisk::Other
-        );
+        assert_eq!(inspect(&dir.path().join("a.jar")).await.unwrap(), OnDisk::Other);
         // A planted link at the temporary name is replaced, not written through.
         let temp_name = format!("{TEMP_PREFIX}b.jar.{}{TEMP_SUFFIX}", std::process::id());
         std::os::unix::fs::symlink(&target, dir.path().join(temp_name)).unwrap();

@@ -4,28 +4,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::digest::{Algorithm, DigestSpecError, Expected};
 use crate::fetch::{FetchError, FetchPolicy, Fetcher, SetupError};
 use crate::manifest::{self, ManagedPlugin, Manifest, ManifestError};
 use crate::place::{self, OnDisk};
 
-/// One plugin a server should have. The same fields (and JSON shape) as the API's
-/// `PluginSpec`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginSpec {
-    /// Also the jar's file name: `<name>.jar`. Letters, digits, `.`, `_`, `-`; at most 64
-    /// characters; not starting with `.`.
-    pub name: String,
-    pub version: String,
-    pub download_url: String,
-    /// Lower- or upper-case hex; at least one of the two is set.
-    #[serde(default)]
-    pub sha256: Option<String>,
-    #[serde(default)]
-    pub sha512: Option<String>,
-}
+/// One plugin a server should have (the contract's type: the API, the local
+/// runtime and the Kubernetes renderer pass the same one).
+pub use respawn_contract::PluginSpec;
 
 /// The longest plugin name; file systems allow 255 bytes, and no real plugin comes close.
 const MAX_NAME_LEN: usize = 64;
@@ -36,9 +22,7 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The file a managed plugin lives in. One file per plugin name, whatever the version, so
@@ -73,9 +57,7 @@ impl Outcome {
 /// Why one plugin could not be installed or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error(
-        "invalid plugin name {0:?} (letters, digits, '.', '_', '-'; at most 64; not starting with '.')"
-    )]
+    #[error("invalid plugin name {0:?} (letters, digits, '.', '_', '-'; at most 64; not starting with '.')")]
     InvalidName(String),
     #[error("invalid checksum: {0}")]
     InvalidDigest(#[from] DigestSpecError),
@@ -86,20 +68,11 @@ pub enum PluginError {
     #[error(
         "{algorithm} mismatch for plugin {plugin} from {url}: expected {expected}, got {actual}; the previous jar (if any) is kept"
     )]
-    Checksum {
-        plugin: String,
-        url: String,
-        algorithm: Algorithm,
-        expected: String,
-        actual: String,
-    },
+    Checksum { plugin: String, url: String, algorithm: Algorithm, expected: String, actual: String },
     #[error("download: {0}")]
     Fetch(#[from] FetchError),
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
 }
@@ -119,11 +92,9 @@ impl fmt::Display for PluginReport {
             }
             Outcome::Unchanged => write!(f, "unchanged {}", self.name),
             Outcome::Removed => write!(f, "removed   {}", self.name),
-            Outcome::Released => write!(
-                f,
-                "released  {} (changed by hand since installed; left in place, no longer managed)",
-                self.name
-            ),
+            Outcome::Released => {
+                write!(f, "released  {} (changed by hand since installed; left in place, no longer managed)", self.name)
+            }
             Outcome::Failed(e) => write!(f, "FAILED    {}: {e}", self.name),
         }
     }
@@ -146,10 +117,7 @@ impl SyncReport {
 
     /// The outcome for `name`, if the sync touched it.
     pub fn outcome(&self, name: &str) -> Option<&Outcome> {
-        self.plugins
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| &p.outcome)
+        self.plugins.iter().find(|p| p.name == name).map(|p| &p.outcome)
     }
 }
 
@@ -157,10 +125,7 @@ impl SyncReport {
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("plugins directory {}: {source}", path.display())]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
@@ -175,22 +140,11 @@ pub enum SyncError {
 /// that fails keeps its previous jar and does not stop the others. Managed plugins that are
 /// no longer wanted are deleted. The manifest is rewritten after every change, so a crash
 /// loses at most the plugin in flight. One sync per directory at a time.
-pub async fn sync(
-    plugins_dir: &Path,
-    wanted: &[PluginSpec],
-    policy: &FetchPolicy,
-) -> Result<SyncReport, SyncError> {
-    let dir_error = |source| SyncError::Dir {
-        path: plugins_dir.to_owned(),
-        source,
-    };
-    tokio::fs::create_dir_all(plugins_dir)
-        .await
-        .map_err(dir_error)?;
+pub async fn sync(plugins_dir: &Path, wanted: &[PluginSpec], policy: &FetchPolicy) -> Result<SyncReport, SyncError> {
+    let dir_error = |source| SyncError::Dir { path: plugins_dir.to_owned(), source };
+    tokio::fs::create_dir_all(plugins_dir).await.map_err(dir_error)?;
     let fetcher = Fetcher::new(policy)?;
-    place::remove_stale_temps(plugins_dir)
-        .await
-        .map_err(dir_error)?;
+    place::remove_stale_temps(plugins_dir).await.map_err(dir_error)?;
     let mut manifest = manifest::load(plugins_dir).await?;
     let mut report = SyncReport::default();
 
@@ -199,27 +153,15 @@ pub async fn sync(
         let outcome = if !seen.insert(spec.name.as_str()) {
             Outcome::Failed(PluginError::Duplicate)
         } else {
-            install(&fetcher, plugins_dir, spec, &mut manifest)
-                .await
-                .unwrap_or_else(Outcome::Failed)
+            install(&fetcher, plugins_dir, spec, &mut manifest).await.unwrap_or_else(Outcome::Failed)
         };
         log_outcome(&spec.name, &outcome);
-        report.plugins.push(PluginReport {
-            name: spec.name.clone(),
-            outcome,
-        });
+        report.plugins.push(PluginReport { name: spec.name.clone(), outcome });
     }
 
-    let unwanted: Vec<String> = manifest
-        .plugins
-        .keys()
-        .filter(|name| !seen.contains(name.as_str()))
-        .cloned()
-        .collect();
+    let unwanted: Vec<String> = manifest.plugins.keys().filter(|name| !seen.contains(name.as_str())).cloned().collect();
     for name in unwanted {
-        let outcome = remove(plugins_dir, &name, &mut manifest)
-            .await
-            .unwrap_or_else(Outcome::Failed);
+        let outcome = remove(plugins_dir, &name, &mut manifest).await.unwrap_or_else(Outcome::Failed);
         log_outcome(&name, &outcome);
         report.plugins.push(PluginReport { name, outcome });
     }
@@ -273,9 +215,7 @@ async fn install(
         _ => {}
     }
 
-    let (temp, mut file) = place::create_temp(dir, &file_name)
-        .await
-        .map_err(io("creating a temporary file for"))?;
+    let (temp, mut file) = place::create_temp(dir, &file_name).await.map_err(io("creating a temporary file for"))?;
     let downloaded = fetcher.download(&spec.download_url, &mut file).await;
     let (actual, _len) = match downloaded {
         Ok(done) => done,
@@ -311,10 +251,7 @@ async fn install(
         },
     );
     manifest::save(dir, manifest).await?;
-    Ok(Outcome::Installed {
-        version: spec.version.clone(),
-        sha256,
-    })
+    Ok(Outcome::Installed { version: spec.version.clone(), sha256 })
 }
 
 async fn remove(dir: &Path, name: &str, manifest: &mut Manifest) -> Result<Outcome, PluginError> {
@@ -336,9 +273,7 @@ async fn remove(dir: &Path, name: &str, manifest: &mut Manifest) -> Result<Outco
     let outcome = match place::inspect(&path).await.map_err(io("reading"))? {
         OnDisk::Missing => Outcome::Removed,
         OnDisk::File(actual) if actual.sha256 == recorded.sha256 => {
-            tokio::fs::remove_file(&path)
-                .await
-                .map_err(io("removing"))?;
+            tokio::fs::remove_file(&path).await.map_err(io("removing"))?;
             Outcome::Removed
         }
         OnDisk::File(_) | OnDisk::Other => Outcome::Released,
@@ -358,18 +293,7 @@ mod tests {
             assert!(valid_name(ok), "{ok}");
         }
         let long = "x".repeat(65);
-        for bad in [
-            "",
-            ".hidden",
-            "..",
-            "../x",
-            "a/b",
-            "a\\b",
-            "a b",
-            "é",
-            "a\0",
-            long.as_str(),
-        ] {
+        for bad in ["", ".hidden", "..", "../x", "a/b", "a\\b", "a b", "é", "a\0", long.as_str()] {
             assert!(!valid_name(bad), "{bad:?}");
         }
         assert_eq!(jar_file_name("worldedit"), "worldedit.jar");
@@ -384,8 +308,7 @@ mod tests {
         assert_eq!(spec.sha256, None);
         assert_eq!(spec.sha512.as_deref(), Some("ab"));
         let minimal: PluginSpec =
-            serde_json::from_str(r#"{"name":"we","version":"7","download_url":"https://x/y.jar"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"name":"we","version":"7","download_url":"https://x/y.jar"}"#).unwrap();
         assert_eq!(minimal.sha256, None);
     }
 }

@@ -1,4 +1,6 @@
-//! The proxy's TOML configuration: listeners, limits, status texts and routes.
+//! The proxy's typed configuration: listeners, limits, status texts and
+//! routes. (`respawn.toml` as a whole — servers, runtime, API — is the
+//! `respawn` binary's schema; it hands the proxy this part.)
 //!
 //! Every limit has a named default. `Config::parse` rejects unknown fields and
 //! validates names, hostnames and addresses, naming the offending field, so a
@@ -7,7 +9,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use ipnet::IpNet;
-pub use respawn_controller::local::{RuntimeConfig, ServerConfig};
+pub use respawn_contract::RouteSpec;
+use respawn_contract::spec::{validate_backend, validate_hostname_pattern};
 use serde::Deserialize;
 
 /// Auto-version clients idle ~1 s before their handshake; 3 s leaves room
@@ -64,20 +67,7 @@ pub struct Config {
     /// Name of the route used when no hostname matches.
     pub default_route: Option<String>,
     #[serde(default)]
-    pub routes: Vec<RouteConfig>,
-    /// Servers the local runtime runs (embedded default); each is also a route.
-    #[serde(default)]
-    pub servers: Vec<ServerConfig>,
-    #[serde(default)]
-    pub runtime: RuntimeConfig,
-    /// `[api]`: the management API's settings, read by `respawn up` (the
-    /// proxy itself ignores them).
-    #[serde(default)]
-    pub api: Option<toml::Table>,
-    /// `[api_servers]`: how `respawn up` runs the servers created through
-    /// the API (command template, ports); ignored by the proxy.
-    #[serde(default)]
-    pub api_servers: Option<toml::Table>,
+    pub routes: Vec<RouteSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -238,7 +228,8 @@ impl Default for StatusTexts {
             not_allowed_disconnect: "{route} is asleep and you are not on the list of players who may wake it.".into(),
             starting_disconnect: "{route} is starting. Join again in ~{seconds} s.".into(),
             wake_failed_disconnect: "{route} failed to start: {reason}. Try again in a moment.".into(),
-            backend_lost_disconnect: "{route} stopped unexpectedly (it may have crashed). Join again in a moment.".into(),
+            backend_lost_disconnect: "{route} stopped unexpectedly (it may have crashed). Join again in a moment."
+                .into(),
             cache_file: None,
         }
     }
@@ -255,21 +246,6 @@ impl StatusTexts {
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyProtocolIn {
     pub trusted_cidrs: Vec<IpNet>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    pub name: String,
-    /// Exact names and `*.suffix` wildcards, matched case-insensitively.
-    pub hostnames: Vec<String>,
-    /// `host:port` backends, tried round-robin with failover.
-    pub backends: Vec<String>,
-    /// Send a PROXY protocol v2 header to the backends.
-    #[serde(default)]
-    pub proxy_protocol: bool,
-    /// Status JSON to answer with when the backend is down and nothing is cached.
-    pub fallback_status: Option<String>,
 }
 
 impl Config {
@@ -318,12 +294,15 @@ impl Config {
             return Err(invalid("limits.relay_buffer_bytes", "must be between 512 and 1048576"));
         }
         if !(1..=MAX_WAKE_HOLD_MS).contains(&l.wake_hold_ms) {
-            return Err(invalid("limits.wake_hold_ms", format!("must be between 1 and {MAX_WAKE_HOLD_MS} (clients give up at ~30 s)")));
+            return Err(invalid(
+                "limits.wake_hold_ms",
+                format!("must be between 1 and {MAX_WAKE_HOLD_MS} (clients give up at ~30 s)"),
+            ));
         }
-        if !(1024..=crate::protocol::frame::MAX_FRAME_LEN).contains(&l.max_status_bytes) {
+        if !(1024..=respawn_codec::frame::MAX_FRAME_LEN).contains(&l.max_status_bytes) {
             return Err(invalid("limits.max_status_bytes", "must be between 1024 and 2097151"));
         }
-        // Routes and servers share one namespace of names and of hostnames.
+        // Every route has its own name and its own hostnames.
         let mut names = std::collections::HashSet::new();
         let mut hosts = std::collections::HashMap::new();
         let mut claim = |at: &dyn Fn(&str) -> String, name: &str, hostnames: &[String]| -> Result<(), ConfigError> {
@@ -331,12 +310,15 @@ impl Config {
                 return Err(invalid(at("name"), "must be 1 to 63 characters"));
             }
             if !names.insert(name.to_owned()) {
-                return Err(invalid(at("name"), format!("`{name}` is already a route or server")));
+                return Err(invalid(at("name"), format!("`{name}` is already a route")));
             }
             for (j, host) in hostnames.iter().enumerate() {
                 let key = validate_hostname_pattern(host).map_err(|m| invalid(at(&format!("hostnames[{j}]")), m))?;
                 if let Some(other) = hosts.insert(key, name.to_owned()) {
-                    return Err(invalid(at(&format!("hostnames[{j}]")), format!("`{host}` is already routed to `{other}`")));
+                    return Err(invalid(
+                        at(&format!("hostnames[{j}]")),
+                        format!("`{host}` is already routed to `{other}`"),
+                    ));
                 }
             }
             Ok(())
@@ -355,48 +337,13 @@ impl Config {
                     .map_err(|e| invalid(at("fallback_status"), format!("is not JSON: {e}")))?;
             }
         }
-        for (i, server) in self.servers.iter().enumerate() {
-            let at = |f: &str| format!("servers[{i}].{f}");
-            claim(&at, &server.name, &server.hostnames)?;
-            validate_backend(&server.address).map_err(|m| invalid(at("address"), m))?;
-            server.validate().map_err(|(f, m)| invalid(at(f), m))?;
-        }
         if let Some(default) = &self.default_route
-            && !names.contains(default.as_str()) {
-                return Err(invalid("default_route", format!("no route is named `{default}`")));
-            }
+            && !names.contains(default.as_str())
+        {
+            return Err(invalid("default_route", format!("no route is named `{default}`")));
+        }
         Ok(())
     }
-}
-
-/// Checks an exact name or a `*.suffix` wildcard and returns its lookup key
-/// (lowercase, no trailing dot; wildcards keep their `*.`).
-pub fn validate_hostname_pattern(pattern: &str) -> Result<String, String> {
-    let lower = pattern.trim_end_matches('.').to_ascii_lowercase();
-    let name = lower.strip_prefix("*.").unwrap_or(&lower);
-    if name.is_empty() || name.len() > 253 {
-        return Err(format!("`{pattern}` is not a hostname (1 to 253 characters)"));
-    }
-    for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(format!("`{pattern}` is not a hostname (label `{label}`)"));
-        }
-    }
-    Ok(lower)
-}
-
-fn validate_backend(addr: &str) -> Result<(), String> {
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("`{addr}` needs a port (host:port)"))?;
-    port.parse::<u16>().map_err(|_| format!("`{addr}` has an invalid port"))?;
-    if host.is_empty() {
-        return Err(format!("`{addr}` has no host"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,10 +2,7 @@
 //!
 //! IPv4 prefixes are /24s, IPv6 prefixes /64s: one subscriber's allocation.
 
-use std::{
-    net::IpAddr,
-    num::NonZeroU32,
-};
+use std::{net::IpAddr, num::NonZeroU32};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -78,7 +75,13 @@ mod tests {
 
     #[test]
     fn ip_then_prefix() {
-        let limits = Limits { per_ip_per_second: 1, per_ip_burst: 2, per_prefix_per_second: 1, per_prefix_burst: 3, ..Limits::default() };
+        let limits = Limits {
+            per_ip_per_second: 1,
+            per_ip_burst: 2,
+            per_prefix_per_second: 1,
+            per_prefix_burst: 3,
+            ..Limits::default()
+        };
         let rl = ConnectionRateLimiter::new(&limits);
         let a: IpAddr = "10.1.2.3".parse().unwrap();
         let b: IpAddr = "10.1.2.4".parse().unwrap();

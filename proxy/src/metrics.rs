@@ -2,8 +2,8 @@
 //! several proxies (tests) can live in one process.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -110,9 +110,11 @@ impl Metrics {
         };
         let connections_open = gauge("respawn_proxy_connections_open", "Client connections open now");
         let routes = gauge("respawn_proxy_routes", "Hostname patterns in the route table");
-        let accept_errors = IntCounter::new("respawn_proxy_accept_errors_total", "Errors from accept()").expect("metric");
+        let accept_errors =
+            IntCounter::new("respawn_proxy_accept_errors_total", "Errors from accept()").expect("metric");
         registry.register(Box::new(accept_errors.clone())).expect("register");
-        let wakes = counter_vec("respawn_proxy_wakes_total", "Wake requests sent for sleeping servers, per route", &["route"]);
+        let wakes =
+            counter_vec("respawn_proxy_wakes_total", "Wake requests sent for sleeping servers, per route", &["route"]);
         let holds = counter_vec(
             "respawn_proxy_holds_total",
             "Logins held during a wake, by result (joined, kicked_starting, kicked_failed, not_allowed, left)",

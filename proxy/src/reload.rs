@@ -1,8 +1,14 @@
 //! Reloads the config file on change (file watch) and on SIGHUP. A file that
 //! fails to parse or validate is logged with the field it names; the running
-//! table stays.
+//! table stays. The file's schema is the caller's (`respawn.toml` belongs to
+//! the `respawn` binary): a [`ConfigSource`] says where it is and how to get
+//! the proxy's part out of it.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -14,7 +20,25 @@ use crate::{config::Config, server::Proxy};
 /// Editors write in bursts (truncate, write, rename): settle before reading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
-pub async fn watch(proxy: Proxy, path: PathBuf, shutdown: CancellationToken) {
+/// Reads the proxy's config out of a file; the error names the field.
+pub type Loader = Arc<dyn Fn(&Path) -> Result<Config, String> + Send + Sync>;
+
+/// Where the proxy's config comes from, for reloads.
+#[derive(Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub load: Loader,
+}
+
+impl ConfigSource {
+    /// A file holding only the proxy's config (`Config::load`).
+    pub fn proxy_file(path: PathBuf) -> Self {
+        ConfigSource { path, load: Arc::new(|p: &Path| Config::load(p).map_err(|e| e.to_string())) }
+    }
+}
+
+pub async fn watch(proxy: Proxy, source: ConfigSource, shutdown: CancellationToken) {
+    let ConfigSource { path, load } = source;
     let (tx, mut rx) = mpsc::channel::<()>(1);
     // Watch the directory: editors and ConfigMaps replace the file itself.
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or_else(|| ".".into());
@@ -22,9 +46,10 @@ pub async fn watch(proxy: Proxy, path: PathBuf, shutdown: CancellationToken) {
     let watch_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && event.paths.iter().any(|p| p.file_name() == file_name.as_deref()) {
-                let _ = watch_tx.try_send(());
-            }
+            && event.paths.iter().any(|p| p.file_name() == file_name.as_deref())
+        {
+            let _ = watch_tx.try_send(());
+        }
     })
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|_| w));
     let _watcher = match watcher {
@@ -59,7 +84,12 @@ pub async fn watch(proxy: Proxy, path: PathBuf, shutdown: CancellationToken) {
         }
         tokio::time::sleep(DEBOUNCE).await;
         while rx.try_recv().is_ok() {}
-        match Config::load(&path) {
+        // The file is read on the blocking pool, not on this thread.
+        let loaded = {
+            let (load, path) = (load.clone(), path.clone());
+            tokio::task::spawn_blocking(move || load(&path)).await.unwrap_or_else(|e| Err(e.to_string()))
+        };
+        match loaded {
             Ok(config) => {
                 if let Err(e) = proxy.reload(config) {
                     error!(error = %e, "config rejected; keeping the running one");

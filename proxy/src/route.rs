@@ -2,7 +2,6 @@
 //! atomically on reload, so lookups take no lock.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
     sync::{
         Arc,
@@ -10,10 +9,9 @@ use std::{
     },
 };
 
-use crate::{
-    config::{Config, RouteConfig},
-    protocol::handshake::hostname_part,
-};
+use respawn_codec::normalize_host;
+
+use crate::config::{Config, RouteSpec};
 
 /// One tenant server (or fleet) reachable through the proxy.
 #[derive(Debug)]
@@ -28,26 +26,12 @@ pub struct Route {
 }
 
 impl Route {
-    /// A route to a server the local runtime runs.
-    pub fn from_server(s: &crate::config::ServerConfig) -> Self {
-        Self {
-            name: s.name.as_str().into(),
-            backends: vec![s.address.clone()],
-            proxy_protocol: s.proxy_protocol,
-            fallback_status: None,
-            next: AtomicUsize::new(0),
-            metrics: std::sync::OnceLock::new(),
-        }
-    }
-}
-
-impl Route {
     /// The route's series in `metrics` (logins, players online, connect time).
     pub fn metrics(&self, metrics: &crate::metrics::Metrics) -> &crate::metrics::RouteMetrics {
         self.metrics.get_or_init(|| metrics.for_route(&self.name))
     }
 
-    pub fn from_config(c: &RouteConfig) -> Self {
+    pub fn from_spec(c: &RouteSpec) -> Self {
         Self {
             name: c.name.as_str().into(),
             backends: c.backends.clone(),
@@ -74,32 +58,20 @@ pub struct RouteTable {
     default: Option<Arc<Route>>,
 }
 
-/// The hostname to route on: Forge markers and TCPShield suffixes cut off,
-/// no trailing dot, lowercase. Borrows when nothing needs to change.
-pub fn normalize_host(raw: &str) -> Cow<'_, str> {
-    let host = hostname_part(raw).trim_end_matches('.');
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
-}
-
 impl RouteTable {
     /// Builds the table from a validated config.
     pub fn from_config(config: &Config) -> Self {
         Self::with_discovered(config, &[])
     }
 
-    /// The config's routes and servers, then routes discovered from the
-    /// platform (Kubernetes); a hostname the config already routes keeps its
-    /// config route.
-    pub fn with_discovered(config: &Config, discovered: &[RouteConfig]) -> Self {
+    /// The config's routes, then routes from the platform (Kubernetes, the
+    /// embedded API); a hostname the config already routes keeps its config
+    /// route.
+    pub fn with_discovered(config: &Config, discovered: &[RouteSpec]) -> Self {
         let mut table = RouteTable::default();
-        let routes = config.routes.iter().map(|rc| (Route::from_config(rc), &rc.hostnames, false));
-        let servers = config.servers.iter().map(|s| (Route::from_server(s), &s.hostnames, false));
-        let found = discovered.iter().map(|rc| (Route::from_config(rc), &rc.hostnames, true));
-        for (route, hostnames, weak) in routes.chain(servers).chain(found) {
+        let routes = config.routes.iter().map(|rc| (Route::from_spec(rc), &rc.hostnames, false));
+        let found = discovered.iter().map(|rc| (Route::from_spec(rc), &rc.hostnames, true));
+        for (route, hostnames, weak) in routes.chain(found) {
             let route = Arc::new(route);
             for pattern in hostnames {
                 let key = pattern.trim_end_matches('.').to_ascii_lowercase();
@@ -214,8 +186,10 @@ mod tests {
 
     #[test]
     fn discovered_routes_never_override_config() {
-        let c = Config::parse("[[routes]]\nname = \"cfg\"\nhostnames = [\"a.example\"]\nbackends = [\"127.0.0.1:1\"]\n").unwrap();
-        let found = vec![RouteConfig {
+        let c =
+            Config::parse("[[routes]]\nname = \"cfg\"\nhostnames = [\"a.example\"]\nbackends = [\"127.0.0.1:1\"]\n")
+                .unwrap();
+        let found = vec![RouteSpec {
             name: "ns/mcs".into(),
             hostnames: vec!["a.example".into(), "b.example".into()],
             backends: vec![],

@@ -18,10 +18,10 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, debug_span, error, info, warn};
 
-use respawn_controller::{Lifecycle, Phase};
+use respawn_contract::{Lifecycle, Phase, RouteSink, RouteSpec};
 
 use crate::{
-    config::{Config, ConfigError, RouteConfig},
+    config::{Config, ConfigError},
     conn,
     limits::{ConnectionRateLimiter, RateVerdict},
     metrics::Metrics,
@@ -34,7 +34,7 @@ pub struct State {
     pub config: Config,
     pub routes: RouteTable,
     /// Routes found on the platform (Kubernetes), kept across config reloads.
-    pub discovered: Arc<Vec<RouteConfig>>,
+    pub discovered: Arc<Vec<RouteSpec>>,
 }
 
 pub struct Shared {
@@ -69,7 +69,7 @@ impl Shared {
 
     /// The phase of a managed route, None when nothing manages it.
     pub fn phase(&self, route: &str) -> Option<Phase> {
-        self.lifecycle.as_ref()?.watch(route).map(|rx| rx.borrow().clone())
+        self.lifecycle.as_ref()?.watch(route).map(|rx| rx.borrow().phase)
     }
 }
 
@@ -132,21 +132,16 @@ impl Proxy {
     }
 
     /// Replaces the routes discovered on the platform; config routes stay.
-    pub fn set_discovered_routes(&self, discovered: Vec<RouteConfig>) {
+    pub fn set_discovered_routes(&self, discovered: Vec<RouteSpec>) {
         let config = self.shared.state.load().config.clone();
         self.install(config, Arc::new(discovered));
     }
 
-    fn install(&self, config: Config, discovered: Arc<Vec<RouteConfig>>) {
+    fn install(&self, config: Config, discovered: Arc<Vec<RouteSpec>>) {
         let routes = RouteTable::with_discovered(&config, &discovered);
         self.shared.metrics.routes.set(routes.len() as i64);
-        let names: std::collections::HashSet<&str> = config
-            .routes
-            .iter()
-            .map(|r| r.name.as_str())
-            .chain(config.servers.iter().map(|s| s.name.as_str()))
-            .chain(discovered.iter().map(|r| r.name.as_str()))
-            .collect();
+        let names: std::collections::HashSet<&str> =
+            config.routes.iter().map(|r| r.name.as_str()).chain(discovered.iter().map(|r| r.name.as_str())).collect();
         self.shared.cache.retain_routes(|r| names.contains(r));
         self.shared.state.store(Arc::new(State { config, routes, discovered }));
     }
@@ -168,7 +163,7 @@ impl Proxy {
     /// caller's runtime (tests bind port 0 and serve it here).
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
         let result = self.accept_loop(listener, shutdown, true).await;
-        self.save_cache();
+        self.save_cache().await;
         info!("proxy stopped");
         result
     }
@@ -243,12 +238,17 @@ impl Proxy {
                 }
             }
         }
-        self.save_cache();
+        self.save_cache().await;
         info!("proxy stopped");
         result
     }
 
-    async fn accept_loop(&self, listener: TcpListener, shutdown: CancellationToken, housekeeping: bool) -> std::io::Result<()> {
+    async fn accept_loop(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        housekeeping: bool,
+    ) -> std::io::Result<()> {
         let shared = self.shared.clone();
         let local = listener.local_addr()?;
         // Linux gives an accepted socket its listener's TCP_NODELAY: set it
@@ -267,7 +267,9 @@ impl Proxy {
                 _ = shutdown.cancelled() => break,
                 _ = idle_sweep.tick(), if housekeeping => {
                     shared.rate.forget_idle();
-                    self.save_cache();
+                    // In the background: accepting never waits for a disk.
+                    let proxy = self.clone();
+                    tokio::spawn(async move { proxy.save_cache().await });
                     continue;
                 }
                 accepted = listener.accept() => match accepted {
@@ -346,14 +348,27 @@ impl Proxy {
     }
 
     /// Persists the status cache when a file is configured and it changed.
-    fn save_cache(&self) {
-        if let Some(path) = &self.shared.state.load().config.status.cache_file
-            && let Err(e) = self.shared.cache.save(path) {
-                warn!(error = %e, path = %path.display(), "cannot save the status cache");
-            }
+    /// The snapshot is taken here; the file is written on the blocking pool.
+    async fn save_cache(&self) {
+        let Some(path) = self.shared.state.load().config.status.cache_file.clone() else { return };
+        let Some(bytes) = self.shared.cache.snapshot() else { return };
+        let written = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || crate::status_cache::write_file(&path, &bytes)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
+            warn!(error = %e, path = %path.display(), "cannot save the status cache");
+        }
     }
 }
 
+impl RouteSink for Proxy {
+    fn set_routes(&self, routes: Vec<RouteSpec>) {
+        self.set_discovered_routes(routes);
+    }
+}
 
 /// A non-blocking listener on `address` that other listeners of this process
 /// may share (SO_REUSEPORT), for one proxy thread.
@@ -372,12 +387,10 @@ fn reuseport_listener(address: SocketAddr, backlog: u32) -> std::io::Result<std:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        Config,
-        protocol::{
-            handshake::{Handshake, NextState, encode_handshake},
-            status::{decode_status_response, encode_status_request},
-        },
+    use crate::Config;
+    use respawn_codec::{
+        handshake::{Handshake, NextState, encode_handshake},
+        status::{decode_status_response, encode_status_request},
     };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -392,7 +405,12 @@ mod tests {
 
     async fn status_motd(address: SocketAddr) -> String {
         let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
-        let mut out = encode_handshake(&Handshake { protocol: 769, host: "nobody.test".into(), port: 25565, next_state: NextState::Status });
+        let mut out = encode_handshake(&Handshake {
+            protocol: 769,
+            host: "nobody.test".into(),
+            port: 25565,
+            next_state: NextState::Status,
+        });
         out.extend(encode_status_request());
         s.write_all(&out).await.unwrap();
         let mut buf = Vec::new();
@@ -401,7 +419,10 @@ mod tests {
                 return json;
             }
             let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("answer in time").unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                .await
+                .expect("answer in time")
+                .unwrap();
             assert!(n > 0, "closed without an answer");
             buf.extend_from_slice(&chunk[..n]);
         }
@@ -429,7 +450,8 @@ mod tests {
         }
         assert_eq!(answered, 30);
         // A second proxy on the same address fails instead of sharing it.
-        let err = proxy().serve_sharded(address, 2, 128, CancellationToken::new()).await.expect_err("the address is taken");
+        let err =
+            proxy().serve_sharded(address, 2, 128, CancellationToken::new()).await.expect_err("the address is taken");
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
         // And the first still answers.
         assert!(status_motd(address).await.contains("Unknown server"));
@@ -469,7 +491,8 @@ mod tests {
     async fn an_address_held_by_another_program_is_an_error() {
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = held.local_addr().unwrap();
-        let err = proxy().serve_sharded(address, 2, 128, CancellationToken::new()).await.expect_err("the address is taken");
+        let err =
+            proxy().serve_sharded(address, 2, 128, CancellationToken::new()).await.expect_err("the address is taken");
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     }
 }

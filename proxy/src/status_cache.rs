@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::protocol::status::encode_status_response;
+use respawn_codec::status::encode_status_response;
 use valence_protocol::text::Text;
 
 pub const MAX_PROTOCOLS_PER_ROUTE: usize = 16;
@@ -87,9 +87,10 @@ impl StatusCache {
         }
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         if entries.len() >= MAX_PROTOCOLS_PER_ROUTE
-            && let Some(oldest) = entries.iter().enumerate().min_by_key(|(_, e)| e.at).map(|(i, _)| i) {
-                entries.swap_remove(oldest);
-            }
+            && let Some(oldest) = entries.iter().enumerate().min_by_key(|(_, e)| e.at).map(|(i, _)| i)
+        {
+            entries.swap_remove(oldest);
+        }
         entries.push(Entry { protocol, frame: encode_status_response(&json).into(), json, at: now });
     }
 
@@ -107,7 +108,12 @@ impl StatusCache {
             let entries = entries
                 .into_iter()
                 .take(MAX_PROTOCOLS_PER_ROUTE)
-                .map(|(protocol, json)| Entry { protocol, frame: encode_status_response(&json).into(), json: json.into(), at: None })
+                .map(|(protocol, json)| Entry {
+                    protocol,
+                    frame: encode_status_response(&json).into(),
+                    json: json.into(),
+                    at: None,
+                })
                 .collect();
             map.insert(route.into(), entries);
         }
@@ -115,29 +121,35 @@ impl StatusCache {
         cache
     }
 
-    /// Writes the cache if it changed since the last save (atomically: a
-    /// temporary file renamed over the old one).
-    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+    /// The cache as it should be saved, if it changed since the last
+    /// snapshot; written by [`write_file`] (off the async threads).
+    pub fn snapshot(&self) -> Option<Vec<u8>> {
         if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
+            return None;
         }
         let saved: Persisted = self
             .lock()
             .iter()
             .map(|(r, es)| (r.to_string(), es.iter().map(|e| (e.protocol, e.json.to_string())).collect()))
             .collect();
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, path)
+        serde_json::to_vec(&saved).ok()
     }
 
     /// Drops routes that no longer exist after a reload.
     pub fn retain_routes(&self, keep: impl Fn(&str) -> bool) {
         self.lock().retain(|k, _| keep(k));
     }
+}
+
+/// Writes a [`StatusCache::snapshot`] atomically (a temporary file renamed
+/// over the old one). Blocking: call it from the blocking pool.
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A status JSON with its description replaced (stale / sleeping answers).
@@ -221,7 +233,8 @@ mod tests {
         let path = std::env::temp_dir().join(format!("respawn-cache-{}.json", std::process::id()));
         let c = StatusCache::new();
         c.put(&"s".into(), 765, "{\"x\":1}".into());
-        c.save(&path).unwrap();
+        write_file(&path, &c.snapshot().expect("changed")).unwrap();
+        assert!(c.snapshot().is_none(), "nothing new to save");
         let back = StatusCache::load(&path);
         assert_eq!(back.last_known("s", 765).as_deref(), Some("{\"x\":1}"));
         assert!(back.fresh("s", 765, Duration::from_secs(3600)).is_none(), "loaded entries are stale");

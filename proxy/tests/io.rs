@@ -7,16 +7,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use respawn_proxy::{
-    Config, Proxy,
-    protocol::{
-        handshake::{Handshake, NextState, encode_handshake},
-        login::encode_login_start,
-        status::{decode_pong, decode_status_response, encode_ping, encode_status_request, encode_status_response, encode_pong, decode_status_c2s, StatusC2s},
-        decode_frame, decode_handshake,
-    },
+use respawn_codec::{
+    decode_frame, decode_handshake,
+    handshake::{Handshake, NextState, encode_handshake},
+    login::encode_login_start,
     proxy_protocol,
+    status::{
+        StatusC2s, decode_pong, decode_status_c2s, decode_status_response, encode_ping, encode_pong,
+        encode_status_request, encode_status_response,
+    },
 };
+use respawn_proxy::{Config, Proxy};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -72,25 +73,42 @@ async fn fake_backend(motd: &'static str) -> FakeBackend {
                         Err(_) => return,
                     }
                     let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 { return; }
+                    if n == 0 {
+                        return;
+                    }
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 let (hs, used) = loop {
-                    if let Ok(Some(done)) = decode_handshake(&buf[off..]) { break done; }
+                    if let Ok(Some(done)) = decode_handshake(&buf[off..]) {
+                        break done;
+                    }
                     let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 { return; }
+                    if n == 0 {
+                        return;
+                    }
                     buf.extend_from_slice(&chunk[..n]);
                 };
                 let mut at = off + used;
                 if hs.next_state == NextState::Status {
-                    let json = format!(r#"{{"version":{{"name":"fake 1.21.4","protocol":{}}},"players":{{"max":42,"online":7}},"description":{{"text":"{motd}"}},"favicon":"data:image/png;base64,iVBOR"}}"#, hs.protocol);
+                    let json = format!(
+                        r#"{{"version":{{"name":"fake 1.21.4","protocol":{}}},"players":{{"max":42,"online":7}},"description":{{"text":"{motd}"}},"favicon":"data:image/png;base64,iVBOR"}}"#,
+                        hs.protocol
+                    );
                     loop {
                         match decode_status_c2s(&buf[at..]) {
-                            Ok(Some((StatusC2s::Request, n))) => { at += n; let _ = s.write_all(&encode_status_response(&json)).await; }
-                            Ok(Some((StatusC2s::Ping(p), _))) => { let _ = s.write_all(&encode_pong(p)).await; break; }
+                            Ok(Some((StatusC2s::Request, n))) => {
+                                at += n;
+                                let _ = s.write_all(&encode_status_response(&json)).await;
+                            }
+                            Ok(Some((StatusC2s::Ping(p), _))) => {
+                                let _ = s.write_all(&encode_pong(p)).await;
+                                break;
+                            }
                             Ok(None) => {
                                 let n = s.read(&mut chunk).await.unwrap_or(0);
-                                if n == 0 { break; }
+                                if n == 0 {
+                                    break;
+                                }
                                 buf.extend_from_slice(&chunk[..n]);
                             }
                             Err(_) => break,
@@ -102,9 +120,13 @@ async fn fake_backend(motd: &'static str) -> FakeBackend {
                 }
                 // Login: record, then echo everything (already buffered bytes after Login Start too).
                 let (_, ls) = loop {
-                    if let Ok(Some((f, n))) = decode_frame(&buf[at..], 1 << 16) { break (f.id, n); }
+                    if let Ok(Some((f, n))) = decode_frame(&buf[at..], 1 << 16) {
+                        break (f.id, n);
+                    }
                     let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 { return; }
+                    if n == 0 {
+                        return;
+                    }
                     buf.extend_from_slice(&chunk[..n]);
                 };
                 at += ls;
@@ -113,8 +135,13 @@ async fn fake_backend(motd: &'static str) -> FakeBackend {
                 let _ = s.write_all(&buf[at..]).await;
                 loop {
                     let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 { let _ = s.shutdown().await; return; }
-                    if s.write_all(&chunk[..n]).await.is_err() { return; }
+                    if n == 0 {
+                        let _ = s.shutdown().await;
+                        return;
+                    }
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
                 }
             });
         }
@@ -170,7 +197,7 @@ fn hs(host: &str, protocol: i32, state: NextState) -> Vec<u8> {
     encode_handshake(&Handshake { protocol, host: host.into(), port: 25565, next_state: state })
 }
 
-async fn read_frame<T>(s: &mut TcpStream, buf: &mut Vec<u8>, decode: impl Fn(&[u8]) -> respawn_proxy::protocol::Decoded<T>) -> T {
+async fn read_frame<T>(s: &mut TcpStream, buf: &mut Vec<u8>, decode: impl Fn(&[u8]) -> respawn_codec::Decoded<T>) -> T {
     let mut chunk = [0u8; 8192];
     loop {
         if let Some((v, n)) = decode(buf).unwrap() {
@@ -248,7 +275,13 @@ async fn status_routes_by_host_and_caches() {
 async fn stale_and_fallback_when_backend_is_down() {
     let a = fake_backend("alpha").await;
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap(); // closed at once
-    let cfg = two_routes(a.addr, dead, &format!("{OPEN_LIMITS}[status]\ncache_ttl_ms = 0\nstale_motd = \"STALE {{route}}\"\nunreachable_motd = \"DOWN {{host}}\"\n"));
+    let cfg = two_routes(
+        a.addr,
+        dead,
+        &format!(
+            "{OPEN_LIMITS}[status]\ncache_ttl_ms = 0\nstale_motd = \"STALE {{route}}\"\nunreachable_motd = \"DOWN {{host}}\"\n"
+        ),
+    );
     let p = start(&cfg).await;
     assert_eq!(status(p.addr, "alpha.test", 765).await["description"]["text"], "alpha");
     drop(a); // backend gone
@@ -265,13 +298,19 @@ async fn stale_and_fallback_when_backend_is_down() {
 #[tokio::test]
 async fn unknown_host_gets_answers_not_silence() {
     let a = fake_backend("alpha").await;
-    let cfg = format!("{OPEN_LIMITS}\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n", a.addr);
+    let cfg = format!(
+        "{OPEN_LIMITS}\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n",
+        a.addr
+    );
     let p = start(&cfg).await;
     let s = status(p.addr, "nobody.test", 769).await;
     assert!(s["description"]["text"].as_str().unwrap().contains("nobody.test"), "{s}");
     let mut c = login(p.addr, "nobody.test", 769).await;
     let mut buf = Vec::new();
-    let f = read_frame(&mut c, &mut buf, |b| decode_frame(b, 1 << 16).map(|o| o.map(|(f, n)| ((f.id, f.body.to_vec()), n)))).await;
+    let f = read_frame(&mut c, &mut buf, |b| {
+        decode_frame(b, 1 << 16).map(|o| o.map(|(f, n)| ((f.id, f.body.to_vec()), n)))
+    })
+    .await;
     assert_eq!(f.0, 0x00, "login disconnect");
     let text = String::from_utf8_lossy(&f.1);
     assert!(text.contains("There is no server at nobody.test"), "{text}");
@@ -283,7 +322,12 @@ async fn login_relays_exact_bytes_and_counts_players() {
     let a = fake_backend("alpha").await;
     let b = fake_backend("bravo").await;
     let p = start(&two_routes(a.addr, b.addr, OPEN_LIMITS)).await;
-    for (host, protocol) in [("Alpha.Test.", 47), ("alpha.test\0FML3\0", 765), ("bravo.test///1.2.3.4:5///123///sig", 775), ("alpha.test\0FORGE", 5)] {
+    for (host, protocol) in [
+        ("Alpha.Test.", 47),
+        ("alpha.test\0FML3\0", 765),
+        ("bravo.test///1.2.3.4:5///123///sig", 775),
+        ("alpha.test\0FORGE", 5),
+    ] {
         let mut c = login(p.addr, host, protocol).await;
         echo_roundtrip(&mut c, b"play bytes").await;
         let mut want = hs(host, protocol, NextState::Login);
@@ -291,7 +335,16 @@ async fn login_relays_exact_bytes_and_counts_players() {
         let backend = if host.starts_with("bravo") { &b } else { &a };
         let got = backend.seen.lock().unwrap().last().unwrap().raw.clone();
         assert_eq!(got, want, "{host:?}: backend got the client's exact bytes");
-        assert_eq!(metric(&p.proxy, &format!("respawn_proxy_players_online{{route=\"{}\"}}", if host.starts_with("bravo") { "bravo" } else { "alpha" })), 1.0);
+        assert_eq!(
+            metric(
+                &p.proxy,
+                &format!(
+                    "respawn_proxy_players_online{{route=\"{}\"}}",
+                    if host.starts_with("bravo") { "bravo" } else { "alpha" }
+                )
+            ),
+            1.0
+        );
         drop(c);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -329,7 +382,7 @@ async fn legacy_pings_are_answered() {
     assert_eq!(ask(vec![0xFE]).await, "alpha§7§42");
     assert!(ask(vec![0xFE, 0x01]).await.contains("\0alpha\0"));
     assert!(ask(vec![0xFE, 0x01, 0xFA]).await.contains("\0alpha\0"));
-    let v16 = respawn_proxy::protocol::legacy::encode_legacy_v1_6(78, "bravo.test", 25565);
+    let v16 = respawn_codec::legacy::encode_legacy_v1_6(78, "bravo.test", 25565);
     let text = ask(v16).await;
     assert!(text.starts_with("§1\0") && text.contains("\0bravo\0"), "{text:?}");
 }
@@ -344,14 +397,18 @@ async fn bad_input_is_closed_within_limits() {
         let mut s = TcpStream::connect(p.addr).await.unwrap();
         if trickle {
             for b in bytes {
-                if s.write_all(&[b]).await.is_err() { break; }
+                if s.write_all(&[b]).await.is_err() {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         } else {
             let _ = s.write_all(&bytes).await;
         }
         let mut sink = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await.expect("proxy kept the connection open");
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink))
+            .await
+            .expect("proxy kept the connection open");
         started.elapsed()
     };
     // A 3 GB declared length: refused on the length bytes alone.
@@ -387,7 +444,8 @@ async fn silent_connections_are_closed_and_players_unaffected() {
     assert!(metric(&p.proxy, "respawn_proxy_connections_open") >= 1000.0);
     for mut s in idle {
         let mut sink = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await.expect("idle connection not closed");
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await.expect("idle connection not closed");
         assert!(matches!(n, Ok(0) | Err(_)));
     }
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
@@ -398,18 +456,26 @@ async fn silent_connections_are_closed_and_players_unaffected() {
 #[tokio::test]
 async fn rate_and_connection_limits_close_and_count() {
     let a = fake_backend("alpha").await;
-    let cfg = format!("[limits]\nper_ip_per_second = 1\nper_ip_burst = 3\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n", a.addr);
+    let cfg = format!(
+        "[limits]\nper_ip_per_second = 1\nper_ip_burst = 3\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n",
+        a.addr
+    );
     let p = start(&cfg).await;
     for _ in 0..3 {
         status(p.addr, "alpha.test", 47).await;
     }
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     let mut sink = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut sink)).await.expect("over-limit connection not closed");
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut sink))
+        .await
+        .expect("over-limit connection not closed");
     assert!(sink.is_empty());
     assert_eq!(metric(&p.proxy, "respawn_proxy_rejects_total{reason=\"rate_limit_ip\"}"), 1.0);
 
-    let cfg = format!("[limits]\nmax_connections = 2\nper_ip_burst = 1000\nper_ip_per_second = 1000\nper_prefix_burst = 1000\nper_prefix_per_second = 1000\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n", a.addr);
+    let cfg = format!(
+        "[limits]\nmax_connections = 2\nper_ip_burst = 1000\nper_ip_per_second = 1000\nper_prefix_burst = 1000\nper_prefix_per_second = 1000\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n",
+        a.addr
+    );
     let p = start(&cfg).await;
     let mut one = login(p.addr, "alpha.test", 769).await;
     let mut two = login(p.addr, "alpha.test", 769).await;
@@ -425,7 +491,10 @@ async fn rate_and_connection_limits_close_and_count() {
 #[tokio::test]
 async fn proxy_protocol_in_and_out() {
     let a = fake_backend("alpha").await;
-    let cfg = format!("{OPEN_LIMITS}[proxy_protocol]\ntrusted_cidrs = [\"127.0.0.0/8\"]\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\nproxy_protocol = true\n", a.addr);
+    let cfg = format!(
+        "{OPEN_LIMITS}[proxy_protocol]\ntrusted_cidrs = [\"127.0.0.0/8\"]\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\nproxy_protocol = true\n",
+        a.addr
+    );
     let p = start(&cfg).await;
     // A trusted load balancer names the player 203.0.113.7; the backend is told so.
     let player: SocketAddr = "203.0.113.7:40000".parse().unwrap();
@@ -436,18 +505,26 @@ async fn proxy_protocol_in_and_out() {
     s.write_all(&out).await.unwrap();
     echo_roundtrip(&mut s, b"x").await;
     let seen = a.seen.lock().unwrap().last().unwrap().clone();
-    assert!(matches!(seen.proxy_header, Some(proxy_protocol::Inbound::Present { source: Some(src), .. }) if src == player), "{seen:?}");
+    assert!(
+        matches!(seen.proxy_header, Some(proxy_protocol::Inbound::Present { source: Some(src), .. }) if src == player),
+        "{seen:?}"
+    );
     let mut want = hs("alpha.test", 769, NextState::Login);
     want.extend(encode_login_start("Steve", Some(1), 769));
     assert_eq!(seen.raw, want);
 
     // The same header from an address outside the trusted CIDRs is refused.
-    let cfg = format!("{OPEN_LIMITS}[proxy_protocol]\ntrusted_cidrs = [\"10.0.0.0/8\"]\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n", a.addr);
+    let cfg = format!(
+        "{OPEN_LIMITS}[proxy_protocol]\ntrusted_cidrs = [\"10.0.0.0/8\"]\n[[routes]]\nname = \"alpha\"\nhostnames = [\"alpha.test\"]\nbackends = [\"{}\"]\n",
+        a.addr
+    );
     let p2 = start(&cfg).await;
     let mut s = TcpStream::connect(p2.addr).await.unwrap();
     s.write_all(&out).await.unwrap();
     let mut sink = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut sink)).await.expect("untrusted header not refused");
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut sink))
+        .await
+        .expect("untrusted header not refused");
     assert!(sink.is_empty());
     assert_eq!(metric(&p2.proxy, "respawn_proxy_rejects_total{reason=\"proxy_protocol_untrusted\"}"), 1.0);
 }
@@ -459,17 +536,24 @@ async fn reload_changes_new_connections_only() {
     let dir = std::env::temp_dir().join(format!("respawn-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("proxy.toml");
-    let route = |backend: SocketAddr| format!("{OPEN_LIMITS}[[routes]]\nname = \"main\"\nhostnames = [\"play.test\"]\nbackends = [\"{backend}\"]\n");
+    let route = |backend: SocketAddr| {
+        format!("{OPEN_LIMITS}[[routes]]\nname = \"main\"\nhostnames = [\"play.test\"]\nbackends = [\"{backend}\"]\n")
+    };
     std::fs::write(&path, route(a.addr)).unwrap();
     let p = start(&route(a.addr)).await;
-    let watcher = tokio::spawn(respawn_proxy::reload::watch(p.proxy.clone(), path.clone(), p.shutdown.clone()));
+    let watcher = tokio::spawn(respawn_proxy::reload::watch(
+        p.proxy.clone(),
+        respawn_proxy::ConfigSource::proxy_file(path.clone()),
+        p.shutdown.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut old = login(p.addr, "play.test", 769).await;
     echo_roundtrip(&mut old, b"on alpha").await;
     assert_eq!(status(p.addr, "play.test", 1).await["description"]["text"], "alpha");
 
     // A broken file is rejected and the running table stays.
-    std::fs::write(&path, "[[routes]]\nname = \"main\"\nhostnames = [\"play.test\"]\nbackends = [\"no-port\"]\n").unwrap();
+    std::fs::write(&path, "[[routes]]\nname = \"main\"\nhostnames = [\"play.test\"]\nbackends = [\"no-port\"]\n")
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(metric(&p.proxy, "respawn_proxy_config_reloads_total{result=\"error\"}") >= 1.0);
     assert_eq!(status(p.addr, "play.test", 2).await["description"]["text"], "alpha");
@@ -480,7 +564,9 @@ async fn reload_changes_new_connections_only() {
     let mut n = 3;
     loop {
         n += 1;
-        if status(p.addr, "play.test", n).await["description"]["text"] == "bravo" { break; }
+        if status(p.addr, "play.test", n).await["description"]["text"] == "bravo" {
+            break;
+        }
         assert!(Instant::now() < deadline, "reload not seen");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -536,7 +622,7 @@ async fn admin_endpoint_serves_metrics_and_health() {
 /// A backend that logs one player in (Set Compression, Login Success, one
 /// play packet) and then dies: cleanly, mid-frame, or by reset.
 async fn dying_backend(end: &'static str) -> (SocketAddr, JoinHandle<()>) {
-    use respawn_proxy::protocol::frame::put_varint;
+    use respawn_codec::frame::put_varint;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -553,7 +639,7 @@ async fn dying_backend(end: &'static str) -> (SocketAddr, JoinHandle<()>) {
             out.extend(packet);
             out
         };
-        let mut out = respawn_proxy::protocol::encode_packet(0x03, &[0x80, 0x02]); // threshold 256
+        let mut out = respawn_codec::encode_packet(0x03, &[0x80, 0x02]); // threshold 256
         out.extend(framed(0x02, &[9u8; 22])); // Login Success
         out.extend(framed(0x26, &[1u8; 40])); // some play packet
         if end == "mid-frame" {
@@ -634,7 +720,7 @@ async fn online_backend(down: usize, up: usize) -> (SocketAddr, JoinHandle<bool>
             body.extend_from_slice(&[0xa2, 0x01]);
             body.extend_from_slice(&[0x30; 162]);
             body.extend_from_slice(&[4, 1, 2, 3, 4, 1]);
-            w.write_all(&respawn_proxy::protocol::encode_packet(0x01, &body)).await.unwrap();
+            w.write_all(&respawn_codec::encode_packet(0x01, &body)).await.unwrap();
             let data = pattern(down, 11);
             for chunk in data.chunks(100_003) {
                 w.write_all(chunk).await.unwrap();
@@ -685,10 +771,20 @@ async fn an_online_mode_session_is_relayed_exactly_both_ways() {
             w.shutdown().await.unwrap();
         });
         let mut got = buf;
-        tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut got)).await.expect("download in time").unwrap();
+        tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut got))
+            .await
+            .expect("download in time")
+            .unwrap();
         upload.await.unwrap();
-        assert!(got == pattern(DOWN, 11), "splice={splice}: the player got the server's bytes exactly ({} of {DOWN})", got.len());
-        assert!(tokio::time::timeout(Duration::from_secs(10), backend).await.unwrap().unwrap(), "splice={splice}: the server got the player's bytes exactly");
+        assert!(
+            got == pattern(DOWN, 11),
+            "splice={splice}: the player got the server's bytes exactly ({} of {DOWN})",
+            got.len()
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), backend).await.unwrap().unwrap(),
+            "splice={splice}: the server got the player's bytes exactly"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         let up_counted = metric(&p.proxy, "respawn_proxy_bytes_total{direction=\"client_to_backend\"}");
         let down_counted = metric(&p.proxy, "respawn_proxy_bytes_total{direction=\"backend_to_client\"}");

@@ -4,7 +4,7 @@
 //
 //   node capture.js [--out DIR] [--python python3] [--timeout-ms 60000]
 //
-// DIR defaults to ../../proxy/tests/fixtures (relative to this script). For each
+// DIR defaults to ../../proxy/codec/tests/fixtures (relative to this script). For each
 // capture a raw TCP server on 127.0.0.1:0 records every byte one client connection
 // sends until 300 ms of silence (at most 5 s), then closes it. The server never
 // answers, so a login capture ends after Login Start and a status capture after the
@@ -184,7 +184,7 @@ function python (pythonBin, extra) {
 async function main () {
   const started = Date.now()
   const args = parseArgs(process.argv.slice(2))
-  const outDir = path.resolve(args.out || path.join(__dirname, '..', '..', 'proxy', 'tests', 'fixtures'))
+  const outDir = path.resolve(args.out || path.join(__dirname, '..', '..', 'proxy', 'codec', 'tests', 'fixtures'))
   const pythonBin = args.python || 'python3'
   const timeoutMs = intArg(args['timeout-ms'], 60000)
   setTimeout(() => { emit({ ok: false, error: `timeout after ${timeoutMs} ms` }); process.exit(2) }, timeoutMs)

@@ -1,17 +1,17 @@
 //! The management API on Kubernetes: the API serves on a real loopback port
-//! with `KubeRuntime` over the fake API server (controller/k8s/fake). The test
+//! with `KubeRuntime` over the fake API server (tests/kube-fake). The test
 //! plays the controller (it writes the MinecraftServer's status) and the
 //! kubelet (it creates the pod and writes its log).
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::{
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition, jiff::Timestamp,
-};
+use k8s_openapi::{apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition, jiff::Timestamp};
 use kube::{Api, CustomResourceExt, api::PostParams};
-use respawn::kube_runtime::{KubeRuntime, SERVER_ID_LABEL, TENANT_LABEL, resource_name};
 use respawn_api::{ApiConfig, AppState, Db};
-use respawn_k8s::{controller::HIBERNATE_ANNOTATION, crd::MinecraftServer, render::SERVER_LABEL, signals::WAKE_ANNOTATION};
+use respawn_k8s::api_runtime::{KubeRuntime, SERVER_ID_LABEL, TENANT_LABEL, resource_name};
+use respawn_k8s::{
+    controller::HIBERNATE_ANNOTATION, crd::MinecraftServer, render::SERVER_LABEL, signals::WAKE_ANNOTATION,
+};
 use respawn_kube_fake::FakeApiServer;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -51,7 +51,8 @@ impl Harness {
         let dir = std::env::temp_dir().join(format!("respawn-api-k8s-{}-{}", std::process::id(), fake.addr().port()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.join("api.db").display());
-        let mut config = ApiConfig { database_url: url.clone(), admin_token: Some(ADMIN.into()), ..ApiConfig::default() };
+        let mut config =
+            ApiConfig { database_url: url.clone(), admin_token: Some(ADMIN.into()), ..ApiConfig::default() };
         config.backups.local_dir = dir.join("backups");
         config.backups.work_dir = dir.join("work");
         let db = Db::connect(&url, 4).await.expect("database");
@@ -233,7 +234,8 @@ async fn start_stop_and_status_go_through_the_resource() {
 
     h.post(&format!("{server_path}/stop"), &token, json!({})).await;
     let annotations = h.server(&name).unwrap()["metadata"]["annotations"].clone();
-    let hibernate: Timestamp = annotations[HIBERNATE_ANNOTATION].as_str().expect("stop writes the hibernate annotation").parse().unwrap();
+    let hibernate: Timestamp =
+        annotations[HIBERNATE_ANNOTATION].as_str().expect("stop writes the hibernate annotation").parse().unwrap();
     assert!(hibernate > wake.parse::<Timestamp>().unwrap(), "newer than the wake, so the controller honours it");
 }
 
@@ -298,7 +300,12 @@ async fn the_controller_acts_on_what_the_api_writes() {
         error_backoff: Duration::from_millis(200),
         reports_namespace: NS.into(),
     };
-    tokio::spawn(respawn_k8s::controller::run(h.fake.client(), settings, h.shutdown.clone()));
+    tokio::spawn(respawn_k8s::controller::run(
+        h.fake.client(),
+        settings,
+        respawn_k8s::controller::Metrics::new(&prometheus::Registry::new()),
+        h.shutdown.clone(),
+    ));
     let (token, id) = h.tenant_with_server().await;
     let name = resource_name(&id);
     let server_path = format!("/v1/servers/{id}");

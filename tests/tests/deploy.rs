@@ -17,7 +17,8 @@ fn render(overlay: &str) -> String {
 }
 
 fn validate(overlay: &str, yaml: &str) {
-    let path = std::env::temp_dir().join(format!("respawn-deploy-{}-{}.yaml", overlay.replace('/', "-"), std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("respawn-deploy-{}-{}.yaml", overlay.replace('/', "-"), std::process::id()));
     std::fs::write(&path, yaml).unwrap();
     let out = Command::new("kubernetes-validate")
         .args(["--strict", "--quiet", "-k", "1.32.0", &path.display().to_string()])
@@ -51,10 +52,17 @@ fn overlays_render_and_validate() {
 #[test]
 fn a_broken_manifest_is_caught() {
     // The check itself must be able to fail.
-    let yaml = render("base").replacen("serviceAccountName: respawn-proxy", "serviceAccountName: respawn-proxy\n      notAField: true", 1);
+    let yaml = render("base").replacen(
+        "serviceAccountName: respawn-proxy",
+        "serviceAccountName: respawn-proxy\n      notAField: true",
+        1,
+    );
     let path = std::env::temp_dir().join(format!("respawn-deploy-broken-{}.yaml", std::process::id()));
     std::fs::write(&path, yaml).unwrap();
-    let out = Command::new("kubernetes-validate").args(["--strict", "--quiet", "-k", "1.32.0", &path.display().to_string()]).output().unwrap();
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", "1.32.0", &path.display().to_string()])
+        .output()
+        .unwrap();
     let _ = std::fs::remove_file(&path);
     assert!(!out.status.success(), "kubernetes-validate accepted an unknown field");
 }

@@ -61,7 +61,8 @@ impl Api {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_created_through_the_api_wakes_for_a_bot() {
-    let (proxy_port, admin_port, api_port, server_port) = (free_port().await, free_port().await, free_port().await, free_port().await);
+    let (proxy_port, admin_port, api_port, server_port) =
+        (free_port().await, free_port().await, free_port().await, free_port().await);
     let dir = std::env::temp_dir().join(format!("respawn-up-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -118,7 +119,11 @@ stop_timeout_ms = 5000
     assert_eq!(s, 201, "{tok}");
     let token = tok["token"].as_str().unwrap().to_owned();
     let (s, plan) = api
-        .post("/v1/plans", ADMIN, json!({"name": "small", "cpu_millicores": 1000, "memory_mib": 1024, "storage_gib": 5, "max_players": 10}))
+        .post(
+            "/v1/plans",
+            ADMIN,
+            json!({"name": "small", "cpu_millicores": 1000, "memory_mib": 1024, "storage_gib": 5, "max_players": 10}),
+        )
         .await;
     assert_eq!(s, 201, "{plan}");
     let (s, server) = api
@@ -143,7 +148,18 @@ stop_timeout_ms = 5000
     let bot = run_peer(
         "node",
         "bot.js",
-        &["--connect-port", &p, "--host", "survival.acme.test", "--username", "Founder", "--chat", "first!", "--version", "1.21.4"],
+        &[
+            "--connect-port",
+            &p,
+            "--host",
+            "survival.acme.test",
+            "--username",
+            "Founder",
+            "--chat",
+            "first!",
+            "--version",
+            "1.21.4",
+        ],
     )
     .await;
     assert_eq!(bot["ok"], true, "{bot}");
@@ -198,7 +214,12 @@ stop_timeout_ms = 5000
     // Deleted: the hostname is gone from the proxy.
     let (s, body) = api.call(reqwest::Method::DELETE, &format!("/v1/servers/{id}"), &token, None).await;
     assert!(s == 204 || s == 200, "{s} {body}");
-    let gone = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "survival.acme.test", "--version", "1.21.4"]).await;
+    let gone = run_peer(
+        "node",
+        "client.js",
+        &["login", "--connect-port", &p, "--host", "survival.acme.test", "--version", "1.21.4"],
+    )
+    .await;
     assert!(gone["disconnectReason"].as_str().unwrap_or_default().contains("There is no server"), "{gone}");
 
     shutdown.cancel();

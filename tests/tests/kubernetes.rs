@@ -1,4 +1,4 @@
-//! Kubernetes paths against the fake API server (controller/k8s/fake): the
+//! Kubernetes paths against the fake API server (tests/kube-fake): the
 //! test plays the StatefulSet controller and the kubelet — when replicas
 //! change it creates or deletes pods and starts or stops a real Minecraft
 //! server process per pod (each listens on its own loopback port, named in
@@ -6,11 +6,7 @@
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use common::{OPEN_LIMITS, peers_dir, run_peer};
 use k8s_openapi::api::{apps::v1::StatefulSet, coordination::v1::Lease};
@@ -70,7 +66,12 @@ async fn create_server(fake: &FakeApiServer, ns: &str, name: &str, spec: Value) 
 
 fn start_controller(fake: &FakeApiServer) -> CancellationToken {
     let stop = CancellationToken::new();
-    tokio::spawn(controller::run(fake.client(), settings(), stop.clone()));
+    tokio::spawn(controller::run(
+        fake.client(),
+        settings(),
+        controller::Metrics::new(&prometheus::Registry::new()),
+        stop.clone(),
+    ));
     stop
 }
 
@@ -120,7 +121,12 @@ impl Drop for Kubelet {
     }
 }
 
-fn kubelet(fake: &FakeApiServer, ns: &'static str, name: &'static str, start: Arc<dyn Fn(u16) -> Child + Send + Sync>) -> Kubelet {
+fn kubelet(
+    fake: &FakeApiServer,
+    ns: &'static str,
+    name: &'static str,
+    start: Arc<dyn Fn(u16) -> Child + Send + Sync>,
+) -> Kubelet {
     let stop = CancellationToken::new();
     let (client, cluster, token) = (fake.client(), fake.cluster().clone(), stop.clone());
     tokio::spawn(async move {
@@ -130,7 +136,8 @@ fn kubelet(fake: &FakeApiServer, ns: &'static str, name: &'static str, start: Ar
             if token.is_cancelled() {
                 return;
             }
-            let want = sts_api.get_opt(name).await.ok().flatten().and_then(|s| s.spec?.replicas).unwrap_or(0).max(0) as u32;
+            let want =
+                sts_api.get_opt(name).await.ok().flatten().and_then(|s| s.spec?.replicas).unwrap_or(0).max(0) as u32;
             for ordinal in 0..want {
                 if pods.contains_key(&ordinal) {
                     continue;
@@ -161,7 +168,7 @@ fn kubelet(fake: &FakeApiServer, ns: &'static str, name: &'static str, start: Ar
                     .object("v1", "Pod", ns, &pod_name)
                     .is_some_and(|p| p["status"]["conditions"][0]["status"] == "True");
                 let up = was_ready
-                    || respawn_controller::probe::status_ping(&format!("127.0.0.1:{port}"), Duration::from_secs(1)).await;
+                    || respawn_local::probe::status_ping(&format!("127.0.0.1:{port}"), Duration::from_secs(1)).await;
                 if up {
                     ready += 1;
                 }
@@ -175,10 +182,11 @@ fn kubelet(fake: &FakeApiServer, ns: &'static str, name: &'static str, start: Ar
                 }
             }
             if let Some(mut sts) = cluster.object("apps/v1", "StatefulSet", ns, name)
-                && (sts["status"]["readyReplicas"] != json!(ready) || sts["status"]["replicas"] != json!(pods.len())) {
-                    sts["status"] = json!({ "replicas": pods.len(), "readyReplicas": ready });
-                    cluster.set(sts).unwrap();
-                }
+                && (sts["status"]["readyReplicas"] != json!(ready) || sts["status"]["replicas"] != json!(pods.len()))
+            {
+                sts["status"] = json!({ "replicas": pods.len(), "readyReplicas": ready });
+                cluster.set(sts).unwrap();
+            }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     });
@@ -210,7 +218,10 @@ async fn a_bot_wakes_a_hibernated_server_then_it_sleeps_again() {
     )
     .await;
     let stop_controller = start_controller(&fake);
-    eventually("hibernated", Duration::from_secs(10), || async { phase(&servers, "squid").await == Some(ServerPhase::Hibernated) }).await;
+    eventually("hibernated", Duration::from_secs(10), || async {
+        phase(&servers, "squid").await == Some(ServerPhase::Hibernated)
+    })
+    .await;
     assert_eq!(sts_replicas(&fake, "acme", "squid").await, Some(0));
     let _kubelet = kubelet(&fake, "acme", "squid", Arc::new(squid));
 
@@ -220,24 +231,40 @@ async fn a_bot_wakes_a_hibernated_server_then_it_sleeps_again() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let stop_proxy = CancellationToken::new();
-    tokio::spawn(discovery.clone().run(proxy.clone(), stop_proxy.clone()));
+    tokio::spawn(discovery.clone().run(Arc::new(proxy.clone()), stop_proxy.clone()));
     let (p, s) = (proxy.clone(), stop_proxy.clone());
     tokio::spawn(async move { p.serve(listener, s).await });
     eventually("route discovered", Duration::from_secs(5), || async {
-        use respawn_controller::Lifecycle;
+        use respawn_contract::Lifecycle;
         discovery.watch("acme/squid").is_some()
     })
     .await;
 
     // Asleep: status from the proxy, no wake.
-    let st = run_peer("node", "client.js", &["status", "--connect-port", &port, "--host", "squid.acme.test", "--version", "1.21.4"]).await;
+    let st = run_peer(
+        "node",
+        "client.js",
+        &["status", "--connect-port", &port, "--host", "squid.acme.test", "--version", "1.21.4"],
+    )
+    .await;
     assert!(st["motd"].as_str().unwrap_or_default().contains("Sleeping"), "{st}");
     assert_eq!(sts_replicas(&fake, "acme", "squid").await, Some(0), "a status ping never wakes");
 
     let bot = run_peer(
         "node",
         "bot.js",
-        &["--connect-port", &port, "--host", "squid.acme.test", "--username", "Kube", "--chat", "hello pods", "--version", "1.21.4"],
+        &[
+            "--connect-port",
+            &port,
+            "--host",
+            "squid.acme.test",
+            "--username",
+            "Kube",
+            "--chat",
+            "hello pods",
+            "--version",
+            "1.21.4",
+        ],
     )
     .await;
     assert_eq!(bot["ok"], true, "{bot}");
@@ -259,10 +286,22 @@ async fn a_bot_wakes_a_hibernated_server_then_it_sleeps_again() {
         zero.is_ok(),
         "not scaled to zero; status {:?}; leases {:?}; proxy: {}",
         servers.get("squid").await.unwrap().status,
-        fake.objects("coordination.k8s.io/v1", "Lease").iter().map(|l| l["metadata"]["annotations"].clone()).collect::<Vec<_>>(),
-        proxy.metrics().render().lines().filter(|l| l.contains("players_online") || l.contains("connections_open")).collect::<Vec<_>>().join(" | ")
+        fake.objects("coordination.k8s.io/v1", "Lease")
+            .iter()
+            .map(|l| l["metadata"]["annotations"].clone())
+            .collect::<Vec<_>>(),
+        proxy
+            .metrics()
+            .render()
+            .lines()
+            .filter(|l| l.contains("players_online") || l.contains("connections_open"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
-    eventually("hibernated again", Duration::from_secs(10), || async { phase(&servers, "squid").await == Some(ServerPhase::Hibernated) }).await;
+    eventually("hibernated again", Duration::from_secs(10), || async {
+        phase(&servers, "squid").await == Some(ServerPhase::Hibernated)
+    })
+    .await;
     let status = servers.get("squid").await.unwrap().status.unwrap();
     assert!(status.last_decision.unwrap().reason.contains("nobody played"), "the reason is recorded");
     // Both scale decisions were recorded as Events on the resource (an
@@ -285,7 +324,10 @@ async fn conflicts_are_retried_and_a_wake_survives_a_controller_restart() {
     let servers = create_server(&fake, "acme", "lobby", json!({ "hostnames": ["lobby.acme.test"] })).await;
     fake.fail_next("PATCH", "/apis/apps/v1/namespaces/acme/statefulsets", 409);
     let stop = start_controller(&fake);
-    eventually("applied despite the 409", Duration::from_secs(10), || async { sts_replicas(&fake, "acme", "lobby").await == Some(0) }).await;
+    eventually("applied despite the 409", Duration::from_secs(10), || async {
+        sts_replicas(&fake, "acme", "lobby").await == Some(0)
+    })
+    .await;
     let patches = fake.request_log().iter().filter(|(m, p)| m == "PATCH" && p.contains("/statefulsets/lobby")).count();
     assert!(patches >= 2, "the failed apply was retried ({patches} PATCHes)");
     stop.cancel();
@@ -298,8 +340,14 @@ async fn conflicts_are_retried_and_a_wake_survives_a_controller_restart() {
     assert_eq!(sts_replicas(&fake, "acme", "lobby").await, Some(0), "nobody acts while the controller is down");
 
     let stop = start_controller(&fake);
-    eventually("woken after the restart", Duration::from_secs(10), || async { sts_replicas(&fake, "acme", "lobby").await == Some(1) }).await;
-    eventually("phase Waking", Duration::from_secs(5), || async { phase(&servers, "lobby").await == Some(ServerPhase::Waking) }).await;
+    eventually("woken after the restart", Duration::from_secs(10), || async {
+        sts_replicas(&fake, "acme", "lobby").await == Some(1)
+    })
+    .await;
+    eventually("phase Waking", Duration::from_secs(5), || async {
+        phase(&servers, "lobby").await == Some(ServerPhase::Waking)
+    })
+    .await;
     let status = servers.get("lobby").await.unwrap().status.unwrap();
     assert_eq!(status.handled_wake.as_deref(), Some("2026-11-22T00:00:00Z"));
     // The policy's memory survives the reconciles that follow (no stale overwrite).
@@ -324,11 +372,17 @@ async fn fleets_follow_players_and_vanished_proxies_stop_counting() {
     )
     .await;
     let stop = start_controller(&fake);
-    eventually("min replicas", Duration::from_secs(10), || async { sts_replicas(&fake, "acme", "games").await == Some(1) }).await;
+    eventually("min replicas", Duration::from_secs(10), || async {
+        sts_replicas(&fake, "acme", "games").await == Some(1)
+    })
+    .await;
 
     // 5 players on pod 0 through proxy a: ceil(5/2) = 3 replicas at once.
     report(&fake, "a", json!({ "acme/games": { "games-0": 5 } }), 60).await;
-    eventually("scaled up to 3", Duration::from_secs(5), || async { sts_replicas(&fake, "acme", "games").await == Some(3) }).await;
+    eventually("scaled up to 3", Duration::from_secs(5), || async {
+        sts_replicas(&fake, "acme", "games").await == Some(3)
+    })
+    .await;
     eventually("players in status", Duration::from_secs(5), || async {
         servers.get("games").await.ok().and_then(|m| m.status).is_some_and(|s| s.players == 5)
     })
@@ -346,14 +400,20 @@ async fn fleets_follow_players_and_vanished_proxies_stop_counting() {
 
     // The player on pod 2 leaves; after the window the fleet shrinks.
     report(&fake, "a", json!({ "acme/games": { "games-0": 1 } }), 60).await;
-    eventually("scaled down to 1", Duration::from_secs(10), || async { sts_replicas(&fake, "acme", "games").await == Some(1) }).await;
+    eventually("scaled down to 1", Duration::from_secs(10), || async {
+        sts_replicas(&fake, "acme", "games").await == Some(1)
+    })
+    .await;
 
     // A drain timeout: with 3 replicas and a player stuck on pod 2, the
     // drained pod goes after drainTimeoutSeconds even with a player on it.
     let patch = json!({ "spec": { "drainTimeoutSeconds": 2 } });
     servers.patch("games", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     report(&fake, "a", json!({ "acme/games": { "games-0": 5 } }), 60).await;
-    eventually("back up to 3", Duration::from_secs(5), || async { sts_replicas(&fake, "acme", "games").await == Some(3) }).await;
+    eventually("back up to 3", Duration::from_secs(5), || async {
+        sts_replicas(&fake, "acme", "games").await == Some(3)
+    })
+    .await;
     report(&fake, "a", json!({ "acme/games": { "games-0": 1, "games-2": 1 } }), 60).await;
     eventually("pod 2 removed after the drain timeout", Duration::from_secs(15), || async {
         sts_replicas(&fake, "acme", "games").await == Some(2)
@@ -362,7 +422,10 @@ async fn fleets_follow_players_and_vanished_proxies_stop_counting() {
     let reason = servers.get("games").await.unwrap().status.unwrap().last_decision.unwrap().reason;
     assert!(reason.contains("drain timeout"), "{reason}");
     report(&fake, "a", json!({ "acme/games": { "games-0": 1 } }), 60).await;
-    eventually("down to 1 again", Duration::from_secs(10), || async { sts_replicas(&fake, "acme", "games").await == Some(1) }).await;
+    eventually("down to 1 again", Duration::from_secs(10), || async {
+        sts_replicas(&fake, "acme", "games").await == Some(1)
+    })
+    .await;
 
     // Proxy b reports 4 players with a 1 s lease and then vanishes.
     report(&fake, "b", json!({ "acme/games": { "games-0": 4 } }), 1).await;
@@ -438,7 +501,8 @@ impl Bot {
             }
         });
         let mut bot = Bot { name: name.into(), child, stdin, lines, seen: Vec::new() };
-        let playing = bot.next_where(Duration::from_secs(45), |v| v["event"] == "playing" || v.get("ok").is_some()).await;
+        let playing =
+            bot.next_where(Duration::from_secs(45), |v| v["event"] == "playing" || v.get("ok").is_some()).await;
         assert!(playing.as_ref().is_some_and(|v| v["event"] == "playing"), "{name} did not get in: {:?}", bot.seen);
         bot
     }
@@ -466,7 +530,12 @@ impl Bot {
     async fn assert_alive(&mut self, when: &str) {
         use tokio::io::AsyncWriteExt;
         self.drain_lines();
-        assert!(!self.seen.iter().any(|v| v["event"] == "end"), "{} was disconnected {when}: {:?}", self.name, self.seen);
+        assert!(
+            !self.seen.iter().any(|v| v["event"] == "end"),
+            "{} was disconnected {when}: {:?}",
+            self.name,
+            self.seen
+        );
         let text = format!("{} still here {when}", self.name).replace(' ', "_");
         self.stdin.write_all(format!("chat {text}\n").as_bytes()).await.unwrap();
         let echo = self.next_where(Duration::from_secs(10), |v| v["event"] == "chat" || v["event"] == "end").await;
@@ -534,7 +603,7 @@ async fn a_fleet_of_live_bots_grows_and_shrinks_by_draining_without_disconnectin
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let stop_proxy = CancellationToken::new();
-    tokio::spawn(discovery.clone().run(proxy.clone(), stop_proxy.clone()));
+    tokio::spawn(discovery.clone().run(Arc::new(proxy.clone()), stop_proxy.clone()));
     let (p, s) = (proxy.clone(), stop_proxy.clone());
     tokio::spawn(async move { p.serve(listener, s).await });
 
@@ -544,7 +613,10 @@ async fn a_fleet_of_live_bots_grows_and_shrinks_by_draining_without_disconnectin
     let pods_ready = |n: usize| {
         let fake = &fake;
         async move {
-            eventually(&format!("{n} pods ready"), Duration::from_secs(30), || async { ready_pods(fake, "acme", "arena").len() == n }).await;
+            eventually(&format!("{n} pods ready"), Duration::from_secs(30), || async {
+                ready_pods(fake, "acme", "arena").len() == n
+            })
+            .await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
@@ -578,7 +650,12 @@ async fn a_fleet_of_live_bots_grows_and_shrinks_by_draining_without_disconnectin
         bot.leave().await;
     }
     eventually("draining pod 2", Duration::from_secs(10), || async {
-        servers.get("arena").await.ok().and_then(|m| m.status).is_some_and(|s| s.draining_ordinal == Some(2) && s.players == 2)
+        servers
+            .get("arena")
+            .await
+            .ok()
+            .and_then(|m| m.status)
+            .is_some_and(|s| s.draining_ordinal == Some(2) && s.players == 2)
     })
     .await;
     // Past the stabilisation window, still 3: pod 2 has Fay on it.
@@ -607,7 +684,11 @@ async fn a_fleet_of_live_bots_grows_and_shrinks_by_draining_without_disconnectin
     // written after the scale it reports, so it may trail the replicas.
     let downs = || {
         let events = fake.objects("events.k8s.io/v1", "Event");
-        events.iter().filter(|e| e["reason"] == "ScaledDown").map(|e| e["series"]["count"].as_u64().unwrap_or(1)).sum::<u64>()
+        events
+            .iter()
+            .filter(|e| e["reason"] == "ScaledDown")
+            .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+            .sum::<u64>()
     };
     eventually("3 → 2 → 1 recorded as ScaledDown events", Duration::from_secs(10), || async { downs() >= 2 }).await;
     stop_proxy.cancel();

@@ -76,7 +76,12 @@ fn s(v: &[&str]) -> Vec<String> {
 
 async fn client(kind: &str, proxy: SocketAddr, host: &str, version: &str) -> Value {
     let port = proxy.port().to_string();
-    run_peer("node", "client.js", &s(&[kind, "--connect-port", &port, "--host", host, "--version", version, "--username", "Steve"])).await
+    run_peer(
+        "node",
+        "client.js",
+        &s(&[kind, "--connect-port", &port, "--host", host, "--version", version, "--username", "Steve"]),
+    )
+    .await
 }
 
 struct RunningProxy {
@@ -90,7 +95,6 @@ impl Drop for RunningProxy {
         self.shutdown.cancel();
     }
 }
-
 
 async fn start_proxy(config: &str) -> RunningProxy {
     let proxy = Proxy::new(Config::parse(config).unwrap()).unwrap();
@@ -113,7 +117,11 @@ fn route(name: &str, hosts: &[&str], port: u16) -> String {
 async fn every_version_is_routed_by_hostname() {
     let mut alpha = start_server("backend.js", &["--motd", "alpha"]).await;
     let mut bravo = start_server("backend.js", &["--motd", "bravo"]).await;
-    let cfg = format!("{LIMITS}{}{}", route("alpha", &["alpha.acme.test"], alpha.port), route("bravo", &["*.bravo.test"], bravo.port));
+    let cfg = format!(
+        "{LIMITS}{}{}",
+        route("alpha", &["alpha.acme.test"], alpha.port),
+        route("bravo", &["*.bravo.test"], bravo.port)
+    );
     let p = start_proxy(&cfg).await;
     for version in ["1.7", "1.8.8", "1.12.2", "1.16.5", "1.20.4", "1.21.4", "26.1"] {
         for (host, motd) in [("alpha.acme.test", "alpha"), ("survival.bravo.test", "bravo")] {
@@ -172,7 +180,16 @@ async fn mineflayer_spawns_on_flying_squid_and_chats() {
     let bot = run_peer(
         "node",
         "bot.js",
-        &s(&["--connect-port", &port, "--host", "squid.acme.test", "--username", "Alex", "--chat", "hello through respawn"]),
+        &s(&[
+            "--connect-port",
+            &port,
+            "--host",
+            "squid.acme.test",
+            "--username",
+            "Alex",
+            "--chat",
+            "hello through respawn",
+        ]),
     )
     .await;
     assert_eq!(bot["ok"], true, "{bot}");
@@ -197,7 +214,8 @@ async fn mcstatus_modern_and_legacy() {
     );
     let p = start_proxy(&cfg).await;
     let port = p.addr.port().to_string();
-    let modern = run_peer("python3", "mcstatus_probe.py", &s(&["--connect-port", &port, "--host", "alpha.acme.test"])).await;
+    let modern =
+        run_peer("python3", "mcstatus_probe.py", &s(&["--connect-port", &port, "--host", "alpha.acme.test"])).await;
     assert_eq!(modern["ok"], true, "{modern}");
     assert_eq!(modern["motd"], "alpha", "{modern}");
     let legacy = run_peer("python3", "mcstatus_probe.py", &s(&["--connect-port", &port, "--legacy"])).await;
@@ -224,7 +242,10 @@ async fn hostile_input_does_not_disturb_a_real_player() {
             let mut c = TcpStream::connect(addr).await.unwrap();
             let _ = c.write_all(&bytes).await;
             let mut sink = Vec::new();
-            tokio::time::timeout(Duration::from_secs(1), c.read_to_end(&mut sink)).await.expect("garbage not closed").ok();
+            tokio::time::timeout(Duration::from_secs(1), c.read_to_end(&mut sink))
+                .await
+                .expect("garbage not closed")
+                .ok();
         }
         let started = Instant::now();
         let mut trickle = TcpStream::connect(addr).await.unwrap();
@@ -239,17 +260,25 @@ async fn hostile_input_does_not_disturb_a_real_player() {
             }
         }
         let mut sink = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(3), trickle.read_to_end(&mut sink)).await.expect("trickle not closed");
+        let _ = tokio::time::timeout(Duration::from_secs(3), trickle.read_to_end(&mut sink))
+            .await
+            .expect("trickle not closed");
         let trickle_closed = started.elapsed();
         for mut c in silent {
             let mut b = [0u8; 1];
-            let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut b)).await.expect("silent socket not closed");
+            let n =
+                tokio::time::timeout(Duration::from_secs(3), c.read(&mut b)).await.expect("silent socket not closed");
             assert!(matches!(n, Ok(0) | Err(_)));
         }
         trickle_closed
     });
     let port = p.addr.port().to_string();
-    let bot = run_peer("node", "bot.js", &s(&["--connect-port", &port, "--host", "squid.acme.test", "--username", "Calm", "--chat", "unbothered"])).await;
+    let bot = run_peer(
+        "node",
+        "bot.js",
+        &s(&["--connect-port", &port, "--host", "squid.acme.test", "--username", "Calm", "--chat", "unbothered"]),
+    )
+    .await;
     assert_eq!(bot["ok"], true, "a real player is unaffected: {bot}");
     assert_eq!(bot["chatEchoed"], true, "{bot}");
     let trickle = attack.await.unwrap();
@@ -264,6 +293,8 @@ async fn hostile_input_does_not_disturb_a_real_player() {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }

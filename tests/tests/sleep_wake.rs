@@ -3,15 +3,12 @@
 //! holds players through wakes, and real clients (mineflayer,
 //! minecraft-protocol) connect by hostname.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use respawn_controller::{Phase, local::LocalRuntime};
-use respawn_proxy::{Config, Proxy};
+use respawn::config::RespawnConfig;
+use respawn_contract::Phase;
+use respawn_local::LocalRuntime;
+use respawn_proxy::Proxy;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -80,11 +77,11 @@ async fn start_stack(name: &str, servers_toml: &str, extra: &str) -> Stack {
         data.join("status-cache.json").display(),
         data.display()
     );
-    let config = Config::parse(&toml).unwrap();
+    let config = RespawnConfig::parse(&toml).unwrap();
     let runtime = Arc::new(LocalRuntime::new(&config.servers, config.runtime.clone()));
     let shutdown = CancellationToken::new();
     tokio::spawn(runtime.clone().run(shutdown.clone()));
-    let proxy = Proxy::with_lifecycle(config, runtime.clone()).unwrap();
+    let proxy = Proxy::with_lifecycle(config.proxy(), runtime.clone()).unwrap();
     proxy.metrics().add_registry(runtime.registry.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -121,15 +118,42 @@ async fn flying_squid_sleeps_and_wakes_for_a_bot() {
     let p = stack.port();
 
     // Asleep: a status ping is answered by the proxy and wakes nothing.
-    let st = run_peer("node", "client.js", &["status", "--connect-port", &p, "--host", "squid.acme.test", "--version", "1.21.4"]).await;
+    let st = run_peer(
+        "node",
+        "client.js",
+        &["status", "--connect-port", &p, "--host", "squid.acme.test", "--version", "1.21.4"],
+    )
+    .await;
     assert!(st["motd"].as_str().unwrap().contains("Sleeping"), "{st}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stack.runtime.phase("squid"), Some(Phase::Sleeping));
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "no process while asleep");
 
     // Two bots log in together: both held through one wake, then they spawn and chat.
-    let first = ["--connect-port", &p, "--host", "squid.acme.test", "--username", "Sleepy", "--chat", "good morning", "--version", "1.21.4"];
-    let second = ["--connect-port", &p, "--host", "squid.acme.test", "--username", "Dozy", "--chat", "me too", "--version", "1.21.4"];
+    let first = [
+        "--connect-port",
+        &p,
+        "--host",
+        "squid.acme.test",
+        "--username",
+        "Sleepy",
+        "--chat",
+        "good morning",
+        "--version",
+        "1.21.4",
+    ];
+    let second = [
+        "--connect-port",
+        &p,
+        "--host",
+        "squid.acme.test",
+        "--username",
+        "Dozy",
+        "--chat",
+        "me too",
+        "--version",
+        "1.21.4",
+    ];
     let (bot, other) = tokio::join!(run_peer("node", "bot.js", &first), run_peer("node", "bot.js", &second));
     for b in [&bot, &other] {
         assert_eq!(b["ok"], true, "{b}");
@@ -143,7 +167,12 @@ async fn flying_squid_sleeps_and_wakes_for_a_bot() {
     assert_eq!(stack.metric("respawn_proxy_wake_signal_seconds_bucket{le=\"0.005\"}"), 2.0, "{}", stack.metrics());
 
     // Running: live status.
-    let st = run_peer("node", "client.js", &["status", "--connect-port", &p, "--host", "squid.acme.test", "--version", "1.21.4"]).await;
+    let st = run_peer(
+        "node",
+        "client.js",
+        &["status", "--connect-port", &p, "--host", "squid.acme.test", "--version", "1.21.4"],
+    )
+    .await;
     assert_eq!(st["motd"], "Squid world", "{st}");
     let real_version = st["version"].clone();
 
@@ -153,7 +182,12 @@ async fn flying_squid_sleeps_and_wakes_for_a_bot() {
     assert_eq!(stack.metric("respawn_runtime_hibernations_total{server=\"squid\"}"), 1.0);
 
     // Asleep again: the cached real version with the sleeping MOTD; no wake.
-    let st = run_peer("node", "client.js", &["status", "--connect-port", &p, "--host", "squid.acme.test", "--version", "1.21.4"]).await;
+    let st = run_peer(
+        "node",
+        "client.js",
+        &["status", "--connect-port", &p, "--host", "squid.acme.test", "--version", "1.21.4"],
+    )
+    .await;
     assert!(st["motd"].as_str().unwrap().contains("Sleeping"), "{st}");
     assert_eq!(st["version"], real_version, "{st}");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -166,7 +200,18 @@ async fn flying_squid_sleeps_and_wakes_for_a_bot() {
     let bot = run_peer(
         "node",
         "bot.js",
-        &["--connect-port", &p, "--host", "squid.acme.test", "--username", "Again", "--chat", "back again", "--version", "1.21.4"],
+        &[
+            "--connect-port",
+            &p,
+            "--host",
+            "squid.acme.test",
+            "--username",
+            "Again",
+            "--chat",
+            "back again",
+            "--version",
+            "1.21.4",
+        ],
     )
     .await;
     assert_eq!(bot["ok"], true, "{bot}");
@@ -185,14 +230,24 @@ async fn slow_start_kicks_with_an_estimate_then_lets_the_next_join_in() {
     let servers = server_toml("slow", "slow.acme.test", port, "sh", &["-c".into(), script], "idle_timeout_ms = 60000");
     let stack = start_stack("slow", &servers, "wake_hold_ms = 1500").await;
     let p = stack.port();
-    let first = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "slow.acme.test", "--version", "1.20.4"]).await;
+    let first = run_peer(
+        "node",
+        "client.js",
+        &["login", "--connect-port", &p, "--host", "slow.acme.test", "--version", "1.20.4"],
+    )
+    .await;
     let reason = first["disconnectReason"].as_str().unwrap_or_default();
     assert!(reason.contains("slow is starting. Join again in ~"), "{first}");
     assert_eq!(stack.metric("respawn_proxy_holds_total{result=\"kicked_starting\"}"), 1.0);
     // Still starting (not cancelled by the kick), then up.
     assert_eq!(stack.runtime.phase("slow"), Some(Phase::Starting));
     stack.wait_phase("slow", "running", Duration::from_secs(20)).await;
-    let second = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "slow.acme.test", "--version", "1.20.4"]).await;
+    let second = run_peer(
+        "node",
+        "client.js",
+        &["login", "--connect-port", &p, "--host", "slow.acme.test", "--version", "1.20.4"],
+    )
+    .await;
     assert_eq!(second["disconnectReason"], "welcome to slowpoke as Steve", "{second}");
     assert_eq!(stack.metric("respawn_proxy_holds_total{result=\"joined\"}"), 0.0, "went straight in");
     assert_eq!(stack.metric("respawn_runtime_starts_total{server=\"slow\"}"), 1.0);
@@ -207,20 +262,38 @@ async fn crashes_are_reported_restarted_and_counted() {
     let crashy_port = free_port().await;
     let backend = peers_dir().join("backend.js").display().to_string();
     // Comes up, serves for 6 s, then dies hard.
-    let crashy = format!("node {backend} --port {crashy_port} --motd crashy --quiet & pid=$!; sleep 6; kill -9 $pid; exit 1");
+    let crashy =
+        format!("node {backend} --port {crashy_port} --motd crashy --quiet & pid=$!; sleep 6; kill -9 $pid; exit 1");
     let servers = format!(
         "{}{}",
-        server_toml("broken", "broken.acme.test", broken_port, "sh", &["-c".into(), "echo boom >&2; exit 3".into()], "allow_wake = [\"Steve\"]"),
+        server_toml(
+            "broken",
+            "broken.acme.test",
+            broken_port,
+            "sh",
+            &["-c".into(), "echo boom >&2; exit 3".into()],
+            "allow_wake = [\"Steve\"]"
+        ),
         server_toml("crashy", "crashy.acme.test", crashy_port, "sh", &["-c".into(), crashy], "idle_timeout_ms = 60000"),
     );
     let stack = start_stack("crash", &servers, "").await;
     let p = stack.port();
 
-    let denied = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "broken.acme.test", "--version", "1.21.4", "--username", "Stranger"]).await;
+    let denied = run_peer(
+        "node",
+        "client.js",
+        &["login", "--connect-port", &p, "--host", "broken.acme.test", "--version", "1.21.4", "--username", "Stranger"],
+    )
+    .await;
     assert!(denied["disconnectReason"].as_str().unwrap_or_default().contains("not on the list"), "{denied}");
     assert_eq!(stack.runtime.phase("broken"), Some(Phase::Sleeping), "a stranger does not wake it");
 
-    let failed = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "broken.acme.test", "--version", "1.21.4"]).await;
+    let failed = run_peer(
+        "node",
+        "client.js",
+        &["login", "--connect-port", &p, "--host", "broken.acme.test", "--version", "1.21.4"],
+    )
+    .await;
     let reason = failed["disconnectReason"].as_str().unwrap_or_default();
     assert!(reason.contains("broken failed to start") && reason.contains("exit status: 3"), "{failed}");
     assert_eq!(stack.metric("respawn_proxy_holds_total{result=\"kicked_failed\"}"), 1.0);
@@ -228,7 +301,12 @@ async fn crashes_are_reported_restarted_and_counted() {
     assert!(log.contains("boom"), "server output is captured: {log:?}");
 
     // crashy: woken by a login, then it crashes; the runtime restarts it.
-    let ok = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "crashy.acme.test", "--version", "1.21.4"]).await;
+    let ok = run_peer(
+        "node",
+        "client.js",
+        &["login", "--connect-port", &p, "--host", "crashy.acme.test", "--version", "1.21.4"],
+    )
+    .await;
     assert_eq!(ok["disconnectReason"], "welcome to crashy as Steve", "{ok}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while stack.metric("respawn_runtime_starts_total{server=\"crashy\"}") < 2.0 {
@@ -237,7 +315,12 @@ async fn crashes_are_reported_restarted_and_counted() {
     }
     assert!(stack.metric("respawn_runtime_crashes_total{server=\"crashy\"}") >= 1.0);
     stack.wait_phase("crashy", "running", Duration::from_secs(10)).await;
-    let again = run_peer("node", "client.js", &["login", "--connect-port", &p, "--host", "crashy.acme.test", "--version", "1.21.4"]).await;
+    let again = run_peer(
+        "node",
+        "client.js",
+        &["login", "--connect-port", &p, "--host", "crashy.acme.test", "--version", "1.21.4"],
+    )
+    .await;
     assert_eq!(again["disconnectReason"], "welcome to crashy as Steve", "{again}");
 }
 
@@ -298,11 +381,23 @@ async fn a_crash_under_a_player_tells_them_why() {
     let _ = std::fs::remove_file(&pid_file);
     // The shell records the server's pid, so the test can kill it like a crash would.
     let script = format!("node {squid} --port {port} --motd 'Crash world' & echo $! > {}; wait $!", pid_file.display());
-    let servers = server_toml("crash", "crash.acme.test", port, "sh", &["-c".into(), script], "idle_timeout_ms = 60000");
+    let servers =
+        server_toml("crash", "crash.acme.test", port, "sh", &["-c".into(), script], "idle_timeout_ms = 60000");
     let stack = start_stack("crash-mid", &servers, "").await;
     let p = stack.port();
 
-    let args = ["--connect-port", &p, "--host", "crash.acme.test", "--username", "Unlucky", "--chat", "still here?", "--version", "1.21.4"];
+    let args = [
+        "--connect-port",
+        &p,
+        "--host",
+        "crash.acme.test",
+        "--username",
+        "Unlucky",
+        "--chat",
+        "still here?",
+        "--version",
+        "1.21.4",
+    ];
     let mut bot = StayingBot::join(&args).await;
     stack.wait_phase("crash", "running", Duration::from_secs(5)).await;
 

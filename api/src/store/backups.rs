@@ -7,8 +7,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
+use super::{StoreError, read_u32};
 use crate::db::{Db, now_ms};
-use crate::error::ApiError;
 
 /// Where a backup or restore job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -32,13 +32,13 @@ impl JobStatus {
         }
     }
 
-    fn parse(s: &str) -> Result<JobStatus, ApiError> {
+    fn parse(s: &str) -> Result<JobStatus, StoreError> {
         match s {
             "queued" => Ok(JobStatus::Queued),
             "running" => Ok(JobStatus::Running),
             "succeeded" => Ok(JobStatus::Succeeded),
             "failed" => Ok(JobStatus::Failed),
-            other => Err(ApiError::Internal(anyhow::anyhow!("unknown job status in database: {other}"))),
+            other => Err(StoreError::Corrupt(format!("unknown job status in database: {other}"))),
         }
     }
 
@@ -65,11 +65,11 @@ impl BackupKind {
         }
     }
 
-    fn parse(s: &str) -> Result<BackupKind, ApiError> {
+    fn parse(s: &str) -> Result<BackupKind, StoreError> {
         match s {
             "manual" => Ok(BackupKind::Manual),
             "safety" => Ok(BackupKind::Safety),
-            other => Err(ApiError::Internal(anyhow::anyhow!("unknown backup kind in database: {other}"))),
+            other => Err(StoreError::Corrupt(format!("unknown backup kind in database: {other}"))),
         }
     }
 }
@@ -118,7 +118,7 @@ pub struct Restore {
 const COLUMNS: &str = "id, tenant_id, server_id, kind, status, locked, note, object_key, size_bytes, sha256, error, \
                        created_at_ms, started_at_ms, finished_at_ms";
 
-fn from_row(row: &AnyRow) -> Result<Backup, ApiError> {
+fn from_row(row: &AnyRow) -> Result<Backup, StoreError> {
     let kind: String = row.try_get("kind")?;
     let status: String = row.try_get("status")?;
     let locked: i64 = row.try_get("locked")?;
@@ -141,7 +141,7 @@ fn from_row(row: &AnyRow) -> Result<Backup, ApiError> {
     })
 }
 
-pub async fn insert(db: &Db, b: &Backup) -> Result<(), ApiError> {
+pub async fn insert(db: &Db, b: &Backup) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO backups ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     ))
@@ -165,7 +165,7 @@ pub async fn insert(db: &Db, b: &Backup) -> Result<(), ApiError> {
 }
 
 /// The tenant's backup `id` of server `server_id`; `None` for anyone else's.
-pub async fn get(db: &Db, tenant_id: &str, server_id: &str, id: &str) -> Result<Option<Backup>, ApiError> {
+pub async fn get(db: &Db, tenant_id: &str, server_id: &str, id: &str) -> Result<Option<Backup>, StoreError> {
     let row =
         sqlx::query(&format!("SELECT {COLUMNS} FROM backups WHERE id = $1 AND tenant_id = $2 AND server_id = $3"))
             .bind(id)
@@ -177,14 +177,20 @@ pub async fn get(db: &Db, tenant_id: &str, server_id: &str, id: &str) -> Result<
 }
 
 /// A backup by id alone, for the background jobs.
-pub async fn by_id(db: &Db, id: &str) -> Result<Option<Backup>, ApiError> {
+pub async fn by_id(db: &Db, id: &str) -> Result<Option<Backup>, StoreError> {
     let row =
         sqlx::query(&format!("SELECT {COLUMNS} FROM backups WHERE id = $1")).bind(id).fetch_optional(&db.pool).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// The server's backups after `after`, oldest first.
-pub async fn list(db: &Db, tenant_id: &str, server_id: &str, after: &str, limit: u32) -> Result<Vec<Backup>, ApiError> {
+pub async fn list(
+    db: &Db,
+    tenant_id: &str,
+    server_id: &str,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<Backup>, StoreError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM backups WHERE tenant_id = $1 AND server_id = $2 AND id > $3 ORDER BY id LIMIT $4"
     ))
@@ -198,7 +204,7 @@ pub async fn list(db: &Db, tenant_id: &str, server_id: &str, after: &str, limit:
 }
 
 /// Every backup of a server, any status (to delete them with the server).
-pub async fn all_of_server(db: &Db, tenant_id: &str, server_id: &str) -> Result<Vec<Backup>, ApiError> {
+pub async fn all_of_server(db: &Db, tenant_id: &str, server_id: &str) -> Result<Vec<Backup>, StoreError> {
     let rows =
         sqlx::query(&format!("SELECT {COLUMNS} FROM backups WHERE tenant_id = $1 AND server_id = $2 ORDER BY id"))
             .bind(tenant_id)
@@ -208,7 +214,7 @@ pub async fn all_of_server(db: &Db, tenant_id: &str, server_id: &str) -> Result<
     rows.iter().map(from_row).collect()
 }
 
-pub async fn mark_running(db: &Db, id: &str) -> Result<(), ApiError> {
+pub async fn mark_running(db: &Db, id: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE backups SET status = 'running', started_at_ms = $1 WHERE id = $2")
         .bind(now_ms())
         .bind(id)
@@ -220,7 +226,13 @@ pub async fn mark_running(db: &Db, id: &str) -> Result<(), ApiError> {
 /// Records where the archive went; the status stays `running` until
 /// retention has been applied, so a client that sees `succeeded` also sees
 /// the backups retention removed gone.
-pub async fn mark_uploaded(db: &Db, id: &str, object_key: &str, size_bytes: u64, sha256: &str) -> Result<(), ApiError> {
+pub async fn mark_uploaded(
+    db: &Db,
+    id: &str,
+    object_key: &str,
+    size_bytes: u64,
+    sha256: &str,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE backups SET object_key = $1, size_bytes = $2, sha256 = $3 WHERE id = $4")
         .bind(object_key)
         .bind(size_bytes as i64)
@@ -231,7 +243,7 @@ pub async fn mark_uploaded(db: &Db, id: &str, object_key: &str, size_bytes: u64,
     Ok(())
 }
 
-pub async fn mark_succeeded(db: &Db, id: &str) -> Result<(), ApiError> {
+pub async fn mark_succeeded(db: &Db, id: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE backups SET status = 'succeeded', error = NULL, finished_at_ms = $1 WHERE id = $2")
         .bind(now_ms())
         .bind(id)
@@ -240,7 +252,7 @@ pub async fn mark_succeeded(db: &Db, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn mark_failed(db: &Db, id: &str, error: &str) -> Result<(), ApiError> {
+pub async fn mark_failed(db: &Db, id: &str, error: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE backups SET status = 'failed', error = $1, finished_at_ms = $2 WHERE id = $3")
         .bind(error)
         .bind(now_ms())
@@ -257,7 +269,7 @@ pub async fn set_locked(
     server_id: &str,
     id: &str,
     locked: bool,
-) -> Result<Option<Backup>, ApiError> {
+) -> Result<Option<Backup>, StoreError> {
     sqlx::query("UPDATE backups SET locked = $1 WHERE id = $2 AND tenant_id = $3 AND server_id = $4")
         .bind(i64::from(locked))
         .bind(id)
@@ -270,19 +282,19 @@ pub async fn set_locked(
 
 /// Deletes the row unless it is locked (checked in the same statement, so a
 /// concurrent lock wins); true when it was deleted.
-pub async fn delete_unlocked(db: &Db, id: &str) -> Result<bool, ApiError> {
+pub async fn delete_unlocked(db: &Db, id: &str) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM backups WHERE id = $1 AND locked = 0").bind(id).execute(&db.pool).await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Deletes the row whatever its lock (the server itself is being deleted).
-pub async fn delete_any(db: &Db, id: &str) -> Result<(), ApiError> {
+pub async fn delete_any(db: &Db, id: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM backups WHERE id = $1").bind(id).execute(&db.pool).await?;
     Ok(())
 }
 
 /// Queued or running jobs of a server: `(backups, restores)`.
-pub async fn pending(db: &Db, server_id: &str) -> Result<(u32, u32), ApiError> {
+pub async fn pending(db: &Db, server_id: &str) -> Result<(u32, u32), StoreError> {
     let mut counts = [0u32; 2];
     for (i, table) in ["backups", "restores"].iter().enumerate() {
         let row = sqlx::query(&format!(
@@ -291,13 +303,13 @@ pub async fn pending(db: &Db, server_id: &str) -> Result<(u32, u32), ApiError> {
         .bind(server_id)
         .fetch_one(&db.pool)
         .await?;
-        counts[i] = super::get_u32(&row, "n")?;
+        counts[i] = read_u32(&row, "n")?;
     }
     Ok((counts[0], counts[1]))
 }
 
 /// True while a queued or running restore reads this backup.
-pub async fn in_use_by_restore(db: &Db, backup_id: &str) -> Result<bool, ApiError> {
+pub async fn in_use_by_restore(db: &Db, backup_id: &str) -> Result<bool, StoreError> {
     let n: i64 =
         sqlx::query("SELECT COUNT(*) AS n FROM restores WHERE backup_id = $1 AND status IN ('queued', 'running')")
             .bind(backup_id)
@@ -311,7 +323,7 @@ pub async fn in_use_by_restore(db: &Db, backup_id: &str) -> Result<bool, ApiErro
 /// (newest first by id, which is creation order), leaving out any a pending
 /// restore reads; `just_made` (uploaded, about to be marked succeeded)
 /// counts as succeeded. `keep == 0` keeps everything.
-pub async fn beyond_retention(db: &Db, server_id: &str, keep: u32, just_made: &str) -> Result<Vec<Backup>, ApiError> {
+pub async fn beyond_retention(db: &Db, server_id: &str, keep: u32, just_made: &str) -> Result<Vec<Backup>, StoreError> {
     if keep == 0 {
         return Ok(Vec::new());
     }
@@ -329,7 +341,7 @@ pub async fn beyond_retention(db: &Db, server_id: &str, keep: u32, just_made: &s
 
 /// Jobs a previous process left queued or running can never finish: mark
 /// them failed on startup. Returns how many there were.
-pub async fn fail_interrupted(db: &Db) -> Result<u64, ApiError> {
+pub async fn fail_interrupted(db: &Db) -> Result<u64, StoreError> {
     let now = now_ms();
     let mut n = 0;
     for table in ["backups", "restores"] {
@@ -348,7 +360,7 @@ pub async fn fail_interrupted(db: &Db) -> Result<u64, ApiError> {
 const RESTORE_COLUMNS: &str =
     "id, tenant_id, server_id, backup_id, status, safety_backup_id, error, created_at_ms, finished_at_ms";
 
-fn restore_from_row(row: &AnyRow) -> Result<Restore, ApiError> {
+fn restore_from_row(row: &AnyRow) -> Result<Restore, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(Restore {
         id: row.try_get("id")?,
@@ -363,7 +375,7 @@ fn restore_from_row(row: &AnyRow) -> Result<Restore, ApiError> {
     })
 }
 
-pub async fn insert_restore(db: &Db, r: &Restore) -> Result<(), ApiError> {
+pub async fn insert_restore(db: &Db, r: &Restore) -> Result<(), StoreError> {
     sqlx::query(&format!("INSERT INTO restores ({RESTORE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
         .bind(&r.id)
         .bind(&r.tenant_id)
@@ -379,7 +391,7 @@ pub async fn insert_restore(db: &Db, r: &Restore) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn get_restore(db: &Db, tenant_id: &str, server_id: &str, id: &str) -> Result<Option<Restore>, ApiError> {
+pub async fn get_restore(db: &Db, tenant_id: &str, server_id: &str, id: &str) -> Result<Option<Restore>, StoreError> {
     let row = sqlx::query(&format!(
         "SELECT {RESTORE_COLUMNS} FROM restores WHERE id = $1 AND tenant_id = $2 AND server_id = $3"
     ))
@@ -397,7 +409,7 @@ pub async fn update_restore(
     status: JobStatus,
     safety_backup_id: Option<&str>,
     error: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     let finished = status.is_done().then(now_ms);
     sqlx::query(
         "UPDATE restores SET status = $1, safety_backup_id = COALESCE($2, safety_backup_id), error = $3, \
@@ -414,15 +426,15 @@ pub async fn update_restore(
 }
 
 /// The server's own retention, if it set one.
-pub async fn keep_last(db: &Db, server_id: &str) -> Result<Option<u32>, ApiError> {
+pub async fn keep_last(db: &Db, server_id: &str) -> Result<Option<u32>, StoreError> {
     let row = sqlx::query("SELECT keep_last FROM backup_policies WHERE server_id = $1")
         .bind(server_id)
         .fetch_optional(&db.pool)
         .await?;
-    row.map(|r| super::get_u32(&r, "keep_last")).transpose()
+    row.map(|r| read_u32(&r, "keep_last")).transpose()
 }
 
-pub async fn set_keep_last(db: &Db, server_id: &str, keep_last: u32) -> Result<(), ApiError> {
+pub async fn set_keep_last(db: &Db, server_id: &str, keep_last: u32) -> Result<(), StoreError> {
     // ON CONFLICT … DO UPDATE: SQLite (3.24+) and PostgreSQL spell it alike.
     sqlx::query(
         "INSERT INTO backup_policies (server_id, keep_last, updated_at_ms) VALUES ($1, $2, $3) \
@@ -438,7 +450,7 @@ pub async fn set_keep_last(db: &Db, server_id: &str, keep_last: u32) -> Result<(
 
 /// Forgets a deleted server's restores and policy (its backups go through
 /// the object store first, see the backup service).
-pub async fn forget_server(db: &Db, server_id: &str) -> Result<(), ApiError> {
+pub async fn forget_server(db: &Db, server_id: &str) -> Result<(), StoreError> {
     for table in ["restores", "backup_policies"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE server_id = $1")).bind(server_id).execute(&db.pool).await?;
     }

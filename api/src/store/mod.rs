@@ -18,6 +18,20 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
+/// Why a store function failed, said in storage terms. Only the backup rows
+/// answer with it so far (the other modules still return [`ApiError`]); the
+/// handlers turn it into a response through `impl From<StoreError> for ApiError`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed the query.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A row holds what no version of the API writes (an unknown status, a
+    /// count out of range).
+    #[error("{0}")]
+    Corrupt(String),
+}
+
 /// One page of a list. Follow `next_cursor` until it is null; a page may hold
 /// fewer than `limit` items even when more follow (filtered lists stop after
 /// scanning a bounded number of rows).
@@ -52,8 +66,13 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
 
 /// Reads a non-negative BIGINT column that the API exposes as `u32`.
 pub(crate) fn get_u32(row: &AnyRow, column: &str) -> Result<u32, ApiError> {
+    Ok(read_u32(row, column)?)
+}
+
+/// [`get_u32`] for the store modules that answer with [`StoreError`].
+pub(crate) fn read_u32(row: &AnyRow, column: &str) -> Result<u32, StoreError> {
     let value: i64 = row.try_get(column)?;
-    u32::try_from(value).map_err(|_| ApiError::Internal(anyhow::anyhow!("column {column} out of range: {value}")))
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("column {column} out of range: {value}")))
 }
 
 /// `$first, $first+1, …` for an `IN (…)` list of `n` values.

@@ -1,8 +1,11 @@
 //! The MinecraftServer controller: `reconcile` observes (StatefulSet, wake
-//! annotation, proxies' player reports), asks the scaling policy, applies the
-//! StatefulSet and Service with server-side apply (one field manager), writes
-//! status, and records an Event when it scales. It assumes nothing about why
-//! it was called; everything it remembers lives in the resource's status.
+//! and hibernate annotations, proxies' player reports), asks the scaling
+//! policy ([`decide`]), computes the next status with a pure function
+//! ([`next_status`]), applies the StatefulSet and Service with server-side
+//! apply (one field manager), writes status, and records an Event when it
+//! scales. It assumes nothing about why it was called; everything it
+//! remembers lives in the resource's status. Failed reconciles are counted
+//! (`respawn_controller_reconcile_errors_total`) and retried.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -26,7 +29,8 @@ use kube::{
         watcher,
     },
 };
-use respawn_controller::policy::{self, Memory, Observed, PolicySpec, Reason};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use respawn_contract::policy::{self, Decision, Memory, Observed, PolicySpec};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -78,6 +82,44 @@ pub enum Error {
     NoNamespace(String),
 }
 
+impl Error {
+    /// The `reason` label of the reconcile error metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "transport",
+            Error::NoNamespace(_) => "invalid",
+        }
+    }
+}
+
+/// The controller's metrics (served by `respawn controller` on its metrics
+/// address).
+#[derive(Clone)]
+pub struct Metrics {
+    pub reconciles: IntCounter,
+    pub reconcile_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Self {
+        let reconciles =
+            IntCounter::new("respawn_controller_reconciles_total", "MinecraftServer reconciles run").expect("metric");
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "respawn_controller_reconcile_errors_total",
+                "Reconciles that failed and were requeued, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        registry.register(Box::new(reconciles.clone())).expect("register");
+        registry.register(Box::new(reconcile_errors.clone())).expect("register");
+        Metrics { reconciles, reconcile_errors }
+    }
+}
+
 /// Knobs tests shorten.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -114,6 +156,7 @@ pub struct Context {
     pub settings: Settings,
     /// The plugin-sync init container's image (`RESPAWN_IMAGE`).
     pub render: render::RenderOptions,
+    pub metrics: Metrics,
 }
 
 /// A lock per server (`namespace/name`).
@@ -139,6 +182,7 @@ pub fn policy_spec(spec: &MinecraftServerSpec) -> PolicySpec {
         idle_timeout: Duration::from_secs(spec.idle_timeout_seconds.into()),
         min_online: Duration::from_secs(spec.min_online_seconds.into()),
         stabilization: Duration::from_secs(spec.stabilization_seconds.into()),
+        drain_timeout: Duration::from_secs(spec.drain_timeout_seconds.into()),
     }
 }
 
@@ -165,10 +209,96 @@ fn phase_of(desired: u32, ready: u32, draining: bool) -> ServerPhase {
     }
 }
 
+/// What one reconcile saw of a server besides the resource itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The StatefulSet's replicas and ready replicas.
+    pub replicas: u32,
+    pub ready: u32,
+    /// Players per pod ordinal, from the proxies' reports.
+    pub players_by_pod: Vec<u32>,
+    /// Now, as a duration since the Unix epoch.
+    pub now: Duration,
+}
+
+/// Asks the scaling policy, from the resource (spec, annotations, the
+/// policy's memory in its status) and what was observed. Pure.
+pub fn decide(mcs: &MinecraftServer, obs: &Observation) -> Decision {
+    let status = mcs.status.clone().unwrap_or_default();
+    let mut per_replica = obs.players_by_pod.clone();
+    per_replica.resize(obs.replicas as usize, 0);
+    let observed = Observed {
+        replicas: obs.replicas,
+        players: per_replica,
+        wake: mcs.wake_pending(),
+        pinned: mcs.spec.pinned,
+        backup_running: false,
+        hibernate: hibernate_requested(mcs),
+        starting: obs.replicas > 0 && obs.ready == 0,
+    };
+    let memory = Memory {
+        last_wake: status.last_wake.as_deref().and_then(to_epoch),
+        // Players were on at the last look: they were active until now, so
+        // the idle clock starts when they are seen gone (late, never early).
+        last_active: if status.players > 0 {
+            Some(obs.now)
+        } else {
+            status.last_activity.as_deref().and_then(to_epoch)
+        },
+        lower_since: status.lower_since.as_deref().and_then(to_epoch),
+        draining_since: status.draining_since.as_deref().and_then(to_epoch),
+    };
+    policy::decide(&policy_spec(&mcs.spec), &observed, memory, obs.now)
+}
+
+/// The status to write after `decision`. Pure: unit tests check it without
+/// an API server.
+pub fn next_status(
+    mcs: &MinecraftServer,
+    obs: &Observation,
+    decision: &Decision,
+    conflicts: Vec<String>,
+) -> MinecraftServerStatus {
+    let status = mcs.status.clone().unwrap_or_default();
+    let now = obs.now;
+    let players: u32 = obs.players_by_pod.iter().sum();
+    let stored_activity = status.last_activity.as_deref().and_then(to_epoch);
+    let last_activity = match (decision.memory.last_active, stored_activity) {
+        (Some(active), Some(stored)) if players > 0 && active.saturating_sub(stored) < ACTIVITY_RESOLUTION => {
+            status.last_activity.clone()
+        }
+        (active, _) => active.map(from_epoch),
+    };
+    let wake_request = mcs.annotations().get(WAKE_ANNOTATION).cloned();
+    let scaled = decision.replicas != obs.replicas;
+    MinecraftServerStatus {
+        phase: Some(phase_of(decision.replicas, obs.ready, decision.draining.is_some())),
+        players,
+        replicas: decision.replicas,
+        ready_replicas: obs.ready,
+        last_activity,
+        last_wake: decision.memory.last_wake.map(from_epoch),
+        lower_since: decision.memory.lower_since.map(from_epoch),
+        handled_wake: wake_request.or(status.handled_wake.clone()),
+        last_decision: match status.last_decision {
+            Some(last) if !scaled => Some(last),
+            _ => Some(ScaleDecision {
+                replicas: decision.replicas,
+                reason: decision.reason.to_string(),
+                at: from_epoch(now),
+            }),
+        },
+        conflicts,
+        draining_ordinal: decision.draining,
+        draining_since: decision.memory.draining_since.map(from_epoch),
+        observed_generation: mcs.metadata.generation,
+    }
+}
+
 pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
     let name = mcs.name_any();
     let ns = mcs.namespace().ok_or_else(|| Error::NoNamespace(name.clone()))?;
-    let now = epoch_now();
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
     let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let mcs_api: Api<MinecraftServer> = Api::namespaced(ctx.client.clone(), &ns);
@@ -182,49 +312,26 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::await_change()); // deleted meanwhile
     };
     let current = sts_api.get_opt(&name).await?;
-    let replicas = current.as_ref().and_then(|s| s.spec.as_ref()?.replicas).unwrap_or(0).max(0) as u32;
-    let ready = current.as_ref().and_then(|s| s.status.as_ref()?.ready_replicas).unwrap_or(0).max(0) as u32;
-    let status = mcs.status.clone().unwrap_or_default();
-    let wake_request = mcs.annotations().get(WAKE_ANNOTATION).cloned();
-    let wake = wake_request.is_some() && wake_request != status.handled_wake;
-    let players_by_pod = ctx.reports.players(&format!("{ns}/{name}"), SystemTime::now());
-    let mut per_replica = players_by_pod.clone();
-    per_replica.resize(replicas as usize, 0);
-    let observed = Observed { replicas, players: per_replica, wake, pinned: mcs.spec.pinned, backup_running: false };
-    let stored_activity = status.last_activity.as_deref().and_then(to_epoch);
-    let memory = Memory {
-        last_wake: status.last_wake.as_deref().and_then(to_epoch),
-        // Players were on at the last look: they were active until now, so
-        // the idle clock starts when they are seen gone (late, never early).
-        last_active: if status.players > 0 { Some(now) } else { stored_activity },
-        lower_since: status.lower_since.as_deref().and_then(to_epoch),
+    let obs = Observation {
+        replicas: current.as_ref().and_then(|s| s.spec.as_ref()?.replicas).unwrap_or(0).max(0) as u32,
+        ready: current.as_ref().and_then(|s| s.status.as_ref()?.ready_replicas).unwrap_or(0).max(0) as u32,
+        players_by_pod: ctx.reports.players(&format!("{ns}/{name}"), SystemTime::now()),
+        now: epoch_now(),
     };
 
     // Decide.
-    let mut decision = policy::decide(&policy_spec(&mcs.spec), &observed, memory, now);
-    let hibernating = hibernate_requested(&mcs);
-    if hibernating {
-        decision.replicas = 0;
-    }
-    let draining = matches!(decision.reason, Reason::Stabilizing { .. } | Reason::HoldingPlayers { .. })
-        && decision.replicas > 0;
-    let draining_since = draining.then(|| status.draining_since.as_deref().and_then(to_epoch).unwrap_or(now));
-    // Past the drain timeout, the drained replica goes even with players on it.
-    let drain_timeout = Duration::from_secs(mcs.spec.drain_timeout_seconds.into());
-    if let (Reason::HoldingPlayers { .. }, Some(since)) = (&decision.reason, draining_since)
-        && now.saturating_sub(since) >= drain_timeout && replicas > 0 {
-            decision.replicas = replicas - 1;
-            decision.reason = Reason::DrainTimeout { ordinal: replicas - 1 };
-        }
-
-    let reason = if hibernating { "hibernate requested".to_owned() } else { decision.reason.to_string() };
+    let decision = decide(&mcs, &obs);
+    let replicas = obs.replicas;
 
     // Act.
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     // The StatefulSet first: on a wake, its replicas are the request that counts.
-    sts_api.patch(&name, &apply, &Patch::Apply(render::stateful_set_with(&mcs, decision.replicas, &ctx.render))).await?;
+    sts_api
+        .patch(&name, &apply, &Patch::Apply(render::stateful_set_with(&mcs, decision.replicas, &ctx.render)))
+        .await?;
     svc_api.patch(&name, &apply, &Patch::Apply(render::service(&mcs))).await?;
     if decision.replicas != replicas {
+        let reason = &decision.reason;
         info!(server = %name, namespace = %ns, from = replicas, to = decision.replicas, %reason, "scaling");
         let event = Event {
             type_: EventType::Normal,
@@ -238,32 +345,7 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
         }
     }
 
-    let players: u32 = players_by_pod.iter().sum();
-    let last_activity = match (decision.memory.last_active, stored_activity) {
-        (Some(active), Some(stored)) if players > 0 && active.saturating_sub(stored) < ACTIVITY_RESOLUTION => {
-            status.last_activity.clone()
-        }
-        (active, _) => active.map(from_epoch),
-    };
-    let new_status = MinecraftServerStatus {
-        phase: Some(phase_of(decision.replicas, ready, draining)),
-        players,
-        replicas: decision.replicas,
-        ready_replicas: ready,
-        last_activity,
-        last_wake: decision.memory.last_wake.map(from_epoch),
-        lower_since: decision.memory.lower_since.map(from_epoch),
-        handled_wake: wake_request.or(status.handled_wake.clone()),
-        last_decision: Some(if decision.replicas != replicas || status.last_decision.is_none() {
-            ScaleDecision { replicas: decision.replicas, reason, at: from_epoch(now) }
-        } else {
-            status.last_decision.clone().expect("checked")
-        }),
-        conflicts: ctx.hostnames.conflicts(&mcs),
-        draining_ordinal: draining.then(|| decision.replicas.max(replicas).saturating_sub(1)),
-        draining_since: draining_since.filter(|_| draining && decision.replicas >= replicas).map(from_epoch),
-        observed_generation: mcs.metadata.generation,
-    };
+    let new_status = next_status(&mcs, &obs, &decision, ctx.hostnames.conflicts(&mcs));
     if mcs.status.as_ref() != Some(&new_status) {
         let patch = json!({
             "apiVersion": MinecraftServer::api_version(&()),
@@ -280,12 +362,18 @@ pub async fn reconcile(mcs: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<A
 }
 
 pub fn error_policy(mcs: Arc<MinecraftServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.with_label_values(&[error.reason()]).inc();
     warn!(server = %mcs.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(ctx.settings.error_backoff)
 }
 
 /// Runs the controller until `shutdown` fires.
-pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mcs_api: Api<MinecraftServer> = Api::all(client.clone());
     let sts_api: Api<StatefulSet> = Api::all(client.clone());
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), &settings.reports_namespace);
@@ -305,14 +393,20 @@ pub async fn run(client: Client, settings: Settings, shutdown: CancellationToken
         serial: ServerLocks::default(),
         settings,
         render: render::RenderOptions::from_env(),
+        metrics,
     });
 
     // A second watch on the servers keeps the hostname index, and is the
     // wake fast path: a pending wake is reconciled at once, not behind the
     // controller's queue (after a burst of report changes that queue holds
     // thousands of routine reconciles, and a wake waited up to a second).
-    let fast = WakeFastPath { ctx: ctx.clone(), slots: Arc::new(tokio::sync::Semaphore::new(WAKE_CONCURRENCY)), in_flight: Arc::default() };
-    let servers_stream = watcher(Api::<MinecraftServer>::all(ctx.client.clone()), watcher::Config::default()).default_backoff();
+    let fast = WakeFastPath {
+        ctx: ctx.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(WAKE_CONCURRENCY)),
+        in_flight: Arc::default(),
+    };
+    let servers_stream =
+        watcher(Api::<MinecraftServer>::all(ctx.client.clone()), watcher::Config::default()).default_backoff();
     let reflectors = tokio::spawn(servers_stream.for_each(move |event| {
         if let Ok(event) = event {
             fast.ctx.hostnames.apply(&event);
@@ -363,7 +457,8 @@ impl WakeFastPath {
         if !self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
             return;
         }
-        let (ctx, slots, in_flight, mcs) = (self.ctx.clone(), self.slots.clone(), self.in_flight.clone(), Arc::new(mcs.clone()));
+        let (ctx, slots, in_flight, mcs) =
+            (self.ctx.clone(), self.slots.clone(), self.in_flight.clone(), Arc::new(mcs.clone()));
         tokio::spawn(async move {
             let _slot = slots.acquire().await;
             // The controller's queue has the same event and retries failures;
@@ -378,13 +473,26 @@ impl WakeFastPath {
 
 /// Runs the controller on the replica that holds the leader Lease in
 /// `namespace` (from `POD_NAMESPACE` in the cluster).
-pub async fn run_leader_elected(client: Client, settings: Settings, namespace: &str, identity: &str, shutdown: CancellationToken) {
-    let elector = crate::leader::LeaderElector::new(client.clone(), namespace, "respawn-controller", identity, Duration::from_secs(15));
+pub async fn run_leader_elected(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    namespace: &str,
+    identity: &str,
+    shutdown: CancellationToken,
+) {
+    let elector = crate::leader::LeaderElector::new(
+        client.clone(),
+        namespace,
+        "respawn-controller",
+        identity,
+        Duration::from_secs(15),
+    );
     elector
         .run(shutdown, move |token| {
-            let (client, settings) = (client.clone(), settings.clone());
+            let (client, settings, metrics) = (client.clone(), settings.clone(), metrics.clone());
             async move {
-                if let Err(e) = run(client, settings, token).await {
+                if let Err(e) = run(client, settings, metrics, token).await {
                     warn!(error = %e, "controller stopped");
                 }
             }
@@ -423,6 +531,91 @@ mod tests {
         assert!(with(&[(HIBERNATE_ANNOTATION, "2026-01-01T00:00:01Z"), (WAKE_ANNOTATION, "2026-01-01T00:00:00.5Z")]));
         assert!(!with(&[(HIBERNATE_ANNOTATION, "2026-01-01T00:00:01Z"), (WAKE_ANNOTATION, "2026-01-01T00:00:02Z")]));
         assert!(!with(&[(HIBERNATE_ANNOTATION, "not a time")]));
+    }
+
+    fn server(annotations: &[(&str, &str)], status: MinecraftServerStatus) -> MinecraftServer {
+        let spec = serde_json::from_value(
+            json!({"hostnames": ["a.example"], "idleTimeoutSeconds": 60, "minOnlineSeconds": 0}),
+        )
+        .unwrap();
+        let mut mcs = MinecraftServer::new("a", spec);
+        mcs.metadata.annotations = Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+        mcs.status = Some(status);
+        mcs
+    }
+
+    const T0: &str = "2026-01-01T00:00:00Z";
+
+    #[test]
+    fn a_wake_is_decided_and_recorded_as_handled() {
+        let mcs = server(&[(WAKE_ANNOTATION, T0)], MinecraftServerStatus::default());
+        let obs = Observation {
+            replicas: 0,
+            ready: 0,
+            players_by_pod: vec![],
+            now: to_epoch(T0).unwrap() + Duration::from_secs(1),
+        };
+        let d = decide(&mcs, &obs);
+        assert_eq!((d.replicas, d.reason.clone()), (1, policy::Reason::Wake));
+        let status = next_status(&mcs, &obs, &d, vec![]);
+        assert_eq!(status.phase, Some(ServerPhase::Waking));
+        assert_eq!(status.handled_wake.as_deref(), Some(T0));
+        assert_eq!(status.last_decision.as_ref().map(|l| l.replicas), Some(1));
+        // Reconciled again with the new status: the wake is not acted on twice.
+        let mcs = server(&[(WAKE_ANNOTATION, T0)], status);
+        assert!(!mcs.wake_pending());
+    }
+
+    #[test]
+    fn a_start_slower_than_the_idle_timeout_is_not_stopped() {
+        let woke = to_epoch(T0).unwrap();
+        let status = MinecraftServerStatus {
+            phase: Some(ServerPhase::Waking),
+            replicas: 1,
+            last_wake: Some(T0.into()),
+            last_activity: Some(T0.into()),
+            handled_wake: Some(T0.into()),
+            ..Default::default()
+        };
+        let mcs = server(&[(WAKE_ANNOTATION, T0)], status);
+        // Ten minutes of start against a 60 s idle timeout: still up.
+        let obs = Observation { replicas: 1, ready: 0, players_by_pod: vec![], now: woke + Duration::from_secs(600) };
+        let d = decide(&mcs, &obs);
+        assert_eq!((d.replicas, d.reason.clone()), (1, policy::Reason::Starting));
+        let status = next_status(&mcs, &obs, &d, vec![]);
+        // Ready now and idle: the clock starts from the last starting look.
+        let mcs = server(&[(WAKE_ANNOTATION, T0)], status);
+        let ready = Observation { ready: 1, now: woke + Duration::from_secs(630), ..obs.clone() };
+        assert_eq!(decide(&mcs, &ready).replicas, 1, "idle 30 s of 60");
+        let later = Observation { ready: 1, now: woke + Duration::from_secs(661), ..obs };
+        assert_eq!(decide(&mcs, &later).replicas, 0, "idle 61 s of 60");
+    }
+
+    #[test]
+    fn a_hibernate_request_scales_down_and_keeps_the_decision_until_it_changes() {
+        let status = MinecraftServerStatus {
+            phase: Some(ServerPhase::Running),
+            replicas: 1,
+            ready_replicas: 1,
+            players: 2,
+            ..Default::default()
+        };
+        let mcs = server(&[(HIBERNATE_ANNOTATION, T0)], status);
+        let obs = Observation { replicas: 1, ready: 1, players_by_pod: vec![2], now: to_epoch(T0).unwrap() };
+        let d = decide(&mcs, &obs);
+        assert_eq!((d.replicas, d.reason.to_string()), (0, "hibernate requested".to_owned()));
+        let status = next_status(&mcs, &obs, &d, vec!["b.example".into()]);
+        assert_eq!(status.phase, Some(ServerPhase::Draining), "pods still ready while going to zero");
+        assert_eq!(status.conflicts, ["b.example"]);
+        let decided = status.last_decision.clone().unwrap();
+        assert_eq!((decided.replicas, decided.reason.as_str()), (0, "hibernate requested"));
+        // Once at zero, the same request changes nothing: the decision stays.
+        let mcs = server(&[(HIBERNATE_ANNOTATION, T0)], status);
+        let zero = Observation { replicas: 0, ready: 0, players_by_pod: vec![], now: obs.now + Duration::from_secs(5) };
+        let d = decide(&mcs, &zero);
+        let again = next_status(&mcs, &zero, &d, vec![]);
+        assert_eq!(again.last_decision, Some(decided));
+        assert_eq!(again.phase, Some(ServerPhase::Hibernated));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
+use respawn_contract::Phase;
 use serde::{Deserialize, Serialize};
 
 /// The image the pods run unless a spec names another: its conventions
@@ -218,6 +219,50 @@ pub struct ScaleDecision {
     pub at: String,
 }
 
+impl PluginRef {
+    /// The contract's plugin spec for this entry (an unversioned entry is
+    /// `unversioned`).
+    pub fn spec(&self) -> respawn_contract::PluginSpec {
+        respawn_contract::PluginSpec {
+            name: self.name.clone(),
+            version: self.version.clone().unwrap_or_else(|| "unversioned".into()),
+            download_url: self.url.clone(),
+            sha256: self.sha256.clone(),
+            sha512: self.sha512.clone(),
+        }
+    }
+}
+
+impl MinecraftServer {
+    /// A wake request the controller has not acted on yet.
+    pub fn wake_pending(&self) -> bool {
+        let handled = self.status.as_ref().and_then(|s| s.handled_wake.as_ref());
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::signals::WAKE_ANNOTATION))
+            .is_some_and(|w| Some(w) != handled)
+    }
+
+    /// This server's [`Phase`] in the contract's terms — the one place the
+    /// resource's status vocabulary (Hibernated, Waking, Running, Draining,
+    /// Failed) is mapped, for the proxy's discovery and the API alike. A wake
+    /// not acted on yet is already `Starting`; a fleet draining one replica
+    /// still serves; draining to zero is stopping.
+    pub fn phase(&self) -> Phase {
+        let status = self.status.as_ref();
+        match status.and_then(|s| s.phase) {
+            Some(ServerPhase::Running) => Phase::Running,
+            Some(ServerPhase::Waking) => Phase::Starting,
+            Some(ServerPhase::Draining) if status.is_some_and(|s| s.replicas > 0) => Phase::Running,
+            Some(ServerPhase::Draining) => Phase::Stopping,
+            Some(ServerPhase::Failed) => Phase::Failed,
+            Some(ServerPhase::Hibernated) | None if self.wake_pending() => Phase::Starting,
+            Some(ServerPhase::Hibernated) | None => Phase::Sleeping,
+        }
+    }
+}
+
 /// The CRD as YAML (what `respawn crdgen` prints).
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
@@ -245,14 +290,25 @@ mod tests {
     #[test]
     fn crd_has_columns_short_name_and_rules() {
         let yaml = crd_yaml();
-        for needle in ["shortNames", "- mcs", "name: Phase", "name: Players", "name: Ready", "name: Hostname", "name: Age", "x-kubernetes-validations", "replicas.min must not be greater"] {
+        for needle in [
+            "shortNames",
+            "- mcs",
+            "name: Phase",
+            "name: Players",
+            "name: Ready",
+            "name: Hostname",
+            "name: Age",
+            "x-kubernetes-validations",
+            "replicas.min must not be greater",
+        ] {
             assert!(yaml.contains(needle), "missing {needle} in\n{yaml}");
         }
     }
 
     #[test]
     fn defaults_fill_a_minimal_spec() {
-        let spec: MinecraftServerSpec = serde_json::from_value(serde_json::json!({"hostnames": ["survival.acme.example"]})).unwrap();
+        let spec: MinecraftServerSpec =
+            serde_json::from_value(serde_json::json!({"hostnames": ["survival.acme.example"]})).unwrap();
         assert_eq!(spec.replicas, Replicas { min: 0, max: 1 });
         assert_eq!(spec.idle_timeout_seconds, 600);
         assert_eq!(spec.storage.size, "5Gi");

@@ -19,15 +19,14 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{WatchStreamExt, reflector, watcher},
 };
-use respawn_controller::{Lifecycle, Phase};
-use respawn_proxy::{Proxy, config::RouteConfig};
+use respawn_contract::{Lifecycle, Phase, PhaseState, RouteSink, RouteSpec};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    crd::{MinecraftServer, ServerPhase},
+    crd::MinecraftServer,
     render::{GAME_PORT, SERVER_LABEL},
     signals::{PLAYERS_ANNOTATION, REPORT_LABEL, Report, WAKE_ANNOTATION},
 };
@@ -43,7 +42,7 @@ pub struct KubeDiscovery {
     /// Where this proxy writes its report Lease.
     namespace: String,
     identity: String,
-    phases: Mutex<HashMap<String, watch::Sender<Phase>>>,
+    phases: Mutex<HashMap<String, watch::Sender<PhaseState>>>,
     /// "ns/name" → backend address → players on it through this proxy.
     /// Keyed by address (known at open and close alike); pod names are
     /// looked up when reporting, so a pod that turns unready in between
@@ -71,19 +70,21 @@ impl KubeDiscovery {
         })
     }
 
-    fn phase_sender(&self, server: &str) -> watch::Sender<Phase> {
+    fn phase_sender(&self, server: &str) -> watch::Sender<PhaseState> {
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-        phases.entry(server.to_owned()).or_insert_with(|| watch::channel(Phase::Sleeping).0).clone()
+        phases.entry(server.to_owned()).or_insert_with(|| watch::channel(Phase::Sleeping.into()).0).clone()
     }
 
-    /// Watches MinecraftServers and pods and keeps the proxy's discovered
-    /// routes and the phases current; renews the report Lease. Until `shutdown`.
-    pub async fn run(self: Arc<Self>, proxy: Proxy, shutdown: CancellationToken) {
+    /// Watches MinecraftServers and pods and keeps the proxy's platform
+    /// routes (through `routes`) and the phases current; renews the report
+    /// Lease. Until `shutdown`.
+    pub async fn run(self: Arc<Self>, routes: Arc<dyn RouteSink>, shutdown: CancellationToken) {
         let mcs_api: Api<MinecraftServer> = Api::all(self.client.clone());
         let pod_api: Api<Pod> = Api::all(self.client.clone());
         let (servers, servers_w) = reflector::store();
         let (pods, pods_w) = reflector::store();
-        let servers_stream = watcher(mcs_api, watcher::Config::default()).default_backoff().reflect(servers_w).touched_objects();
+        let servers_stream =
+            watcher(mcs_api, watcher::Config::default()).default_backoff().reflect(servers_w).touched_objects();
         let pods_stream = watcher(pod_api, watcher::Config::default().labels(SERVER_LABEL))
             .default_backoff()
             .reflect(pods_w)
@@ -98,14 +99,13 @@ impl KubeDiscovery {
             // Let a burst of events settle into one rebuild.
             tokio::time::sleep(Duration::from_millis(20)).await;
             while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
-            let routes = self.rebuild(&servers.state(), &pods.state());
-            proxy.set_discovered_routes(routes);
+            routes.set_routes(self.rebuild(&servers.state(), &pods.state()));
         }
         reporter.abort();
     }
 
     /// Routes and phases from the current objects.
-    pub fn rebuild(&self, servers: &[Arc<MinecraftServer>], pods: &[Arc<Pod>]) -> Vec<RouteConfig> {
+    pub fn rebuild(&self, servers: &[Arc<MinecraftServer>], pods: &[Arc<Pod>]) -> Vec<RouteSpec> {
         let mut addrs = HashMap::new();
         let mut routes = Vec::with_capacity(servers.len());
         for mcs in servers {
@@ -131,28 +131,29 @@ impl KubeDiscovery {
                 }
             }
             backends.sort();
-            let phase = match (backends.is_empty(), status.phase) {
-                (false, _) => Phase::Running,
-                (true, Some(ServerPhase::Waking)) => Phase::Starting,
-                (true, Some(ServerPhase::Failed)) => Phase::Failed(
-                    status.last_decision.map(|d| d.reason).unwrap_or_else(|| "the server failed".into()),
+            // A ready backend is running to this proxy; otherwise the
+            // resource's phase says (asked for but not ready yet: starting).
+            let phase = match (backends.is_empty(), mcs.phase()) {
+                (false, _) => PhaseState::new(Phase::Running),
+                (true, Phase::Running) => PhaseState::new(Phase::Starting),
+                (true, Phase::Failed) => PhaseState::failed(
+                    status
+                        .last_decision
+                        .as_ref()
+                        .map(|d| d.reason.clone())
+                        .unwrap_or_else(|| "the server failed".into()),
                 ),
-                (true, _) => Phase::Sleeping,
+                (true, phase) => PhaseState::new(phase),
             };
-            let tx = self.phase_sender(&key);
-            tx.send_if_modified(|p| {
-                // A wake we asked for shows as Starting until the controller speaks.
-                let keep_starting = *p == Phase::Starting && phase == Phase::Sleeping
-                    && mcs.annotations().get(WAKE_ANNOTATION).is_some_and(|w| Some(w) != status.handled_wake.as_ref());
-                if *p != phase && !keep_starting {
-                    *p = phase.clone();
-                    true
-                } else {
-                    false
+            self.phase_sender(&key).send_if_modified(|p| {
+                let changed = *p != phase;
+                if changed {
+                    *p = phase;
                 }
+                changed
             });
             let hostnames = mcs.spec.hostnames.iter().filter(|h| !status.conflicts.contains(h)).cloned().collect();
-            routes.push(RouteConfig { name: key, hostnames, backends, proxy_protocol: false, fallback_status: None });
+            routes.push(RouteSpec { name: key, hostnames, backends, proxy_protocol: false, fallback_status: None });
         }
         *self.pods_by_addr.lock().unwrap_or_else(|e| e.into_inner()) = addrs;
         routes
@@ -232,23 +233,25 @@ fn pod_address(pod: &Pod) -> Option<(String, bool)> {
     let port = pod
         .spec
         .as_ref()
-        .and_then(|s| s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|p| p.name.as_deref() == Some("minecraft")))
+        .and_then(|s| {
+            s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|p| p.name.as_deref() == Some("minecraft"))
+        })
         .map(|p| p.container_port)
         .unwrap_or(GAME_PORT);
     Some((if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }, ready))
 }
 
 impl Lifecycle for KubeDiscovery {
-    fn watch(&self, server: &str) -> Option<watch::Receiver<Phase>> {
+    fn watch(&self, server: &str) -> Option<watch::Receiver<PhaseState>> {
         self.phases.lock().unwrap_or_else(|e| e.into_inner()).get(server).map(|tx| tx.subscribe())
     }
 
     fn wake(&self, server: &str, player: &str) {
         let Some((ns, name)) = server.split_once('/') else { return };
         self.phase_sender(server).send_if_modified(|p| {
-            let sleeping = *p == Phase::Sleeping;
+            let sleeping = p.phase == Phase::Sleeping;
             if sleeping {
-                *p = Phase::Starting;
+                *p = Phase::Starting.into();
             }
             sleeping
         });

@@ -114,7 +114,8 @@ mod tests {
         let spec: MinecraftServerSpec = serde_json::from_value(json!({ "hostnames": hosts })).unwrap();
         let mut m = MinecraftServer::new(name, spec);
         m.metadata.namespace = Some(ns.into());
-        m.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created.parse().unwrap()));
+        m.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created.parse().unwrap()));
         m
     }
 

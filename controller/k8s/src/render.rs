@@ -15,10 +15,15 @@ use k8s_openapi::{
             VolumeMount, VolumeResourceRequirements,
         },
     },
-    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::{LabelSelector, ObjectMeta}, util::intstr::IntOrString},
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
 };
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
+
+use respawn_contract::PluginSpec;
 
 use crate::crd::{DEFAULT_IMAGE, MinecraftServer, PluginRef};
 
@@ -103,34 +108,14 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
-/// One entry of `RESPAWN_PLUGIN_SPECS`: the JSON shape `respawn plugin-sync` reads.
-#[derive(Serialize)]
-struct PluginSyncSpec<'a> {
-    name: &'a str,
-    version: &'a str,
-    download_url: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sha256: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sha512: Option<&'a str>,
-}
-
 /// The init container that downloads, verifies and places the plugins in
 /// `/data/plugins` before the server starts; `None` without plugins.
 fn plugin_sync(plugins: &[PluginRef], options: &RenderOptions) -> Option<Container> {
     if plugins.is_empty() {
         return None;
     }
-    let specs: Vec<PluginSyncSpec<'_>> = plugins
-        .iter()
-        .map(|p| PluginSyncSpec {
-            name: &p.name,
-            version: p.version.as_deref().unwrap_or("unversioned"),
-            download_url: &p.url,
-            sha256: p.sha256.as_deref(),
-            sha512: p.sha512.as_deref(),
-        })
-        .collect();
+    // `RESPAWN_PLUGIN_SPECS`: the contract's PluginSpec, as `respawn plugin-sync` reads it.
+    let specs: Vec<PluginSpec> = plugins.iter().map(PluginRef::spec).collect();
     let specs = serde_json::to_string(&specs).expect("plugin specs serialise");
     Some(Container {
         name: "plugin-sync".into(),
@@ -146,7 +131,11 @@ fn plugin_sync(plugins: &[PluginRef], options: &RenderOptions) -> Option<Contain
             limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".into()))])),
             ..ResourceRequirements::default()
         }),
-        volume_mounts: Some(vec![VolumeMount { name: "data".into(), mount_path: "/data".into(), ..VolumeMount::default() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            ..VolumeMount::default()
+        }]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             run_as_non_root: Some(true),
@@ -193,8 +182,15 @@ pub fn stateful_set_with(mcs: &MinecraftServer, replicas: u32, options: &RenderO
             ..Probe::default()
         }),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
-        volume_mounts: Some(vec![VolumeMount { name: "data".into(), mount_path: "/data".into(), ..VolumeMount::default() }]),
-        security_context: Some(SecurityContext { allow_privilege_escalation: Some(false), ..SecurityContext::default() }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            ..SecurityContext::default()
+        }),
         ..Container::default()
     };
     let claim = PersistentVolumeClaim {
@@ -286,9 +282,13 @@ mod tests {
         assert_eq!(spec.service_name.as_deref(), Some("survival"));
         let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
         assert_eq!(claim.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("fast"));
-        assert_eq!(spec.persistent_volume_claim_retention_policy.as_ref().unwrap().when_scaled.as_deref(), Some("Retain"));
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy.as_ref().unwrap().when_scaled.as_deref(),
+            Some("Retain")
+        );
         let c = &spec.template.spec.as_ref().unwrap().containers[0];
-        let envs: BTreeMap<_, _> = c.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e.value.clone().unwrap())).collect();
+        let envs: BTreeMap<_, _> =
+            c.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e.value.clone().unwrap())).collect();
         assert_eq!(envs["EULA"], "TRUE");
         assert_eq!(envs["TYPE"], "PAPER");
         assert_eq!(envs["VERSION"], "1.21.4");
@@ -302,7 +302,10 @@ mod tests {
 
     #[test]
     fn plugins_get_a_plugin_sync_init_container_on_the_data_volume() {
-        assert!(stateful_set(&mcs(), 1).spec.unwrap().template.spec.unwrap().init_containers.is_none(), "none without plugins");
+        assert!(
+            stateful_set(&mcs(), 1).spec.unwrap().template.spec.unwrap().init_containers.is_none(),
+            "none without plugins"
+        );
         let mut m = mcs();
         m.spec.plugins = serde_json::from_value(serde_json::json!([
             {"name": "worldedit", "version": "7.3.0", "url": "https://plugins.example/we.jar", "sha256": "ab"},

@@ -132,8 +132,12 @@ impl ReportIndex {
         let current = &leases[&key];
         let mut changed: Vec<String> = match previous {
             Some(old) if old.live(now) && current.live(now) => {
-                let mut changed: Vec<String> =
-                    current.players.iter().filter(|(s, per)| old.players.get(*s) != Some(per)).map(|(s, _)| s.clone()).collect();
+                let mut changed: Vec<String> = current
+                    .players
+                    .iter()
+                    .filter(|(s, per)| old.players.get(*s) != Some(per))
+                    .map(|(s, _)| s.clone())
+                    .collect();
                 changed.extend(old.players.keys().filter(|s| !current.players.contains_key(*s)).cloned());
                 changed
             }

@@ -38,13 +38,7 @@ pub struct Route {
 
 impl Route {
     pub fn jar(body: &[u8]) -> Self {
-        Route {
-            status: 200,
-            headers: vec![],
-            body: body.to_vec(),
-            content_length: true,
-            hang: false,
-        }
+        Route { status: 200, headers: vec![], body: body.to_vec(), content_length: true, hang: false }
     }
 
     pub fn redirect(location: &str) -> Self {
@@ -83,22 +77,14 @@ impl TestServer {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "respawn plugin test CA");
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "respawn plugin test CA");
+        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
 
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf_params = rcgen::CertificateParams::new(vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ])
-        .unwrap();
+        let leaf_params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])
+                .unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -106,10 +92,7 @@ impl TestServer {
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
+            .with_single_cert(vec![leaf.der().clone()], PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()))
             .unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
 
@@ -117,20 +100,11 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         let task = tokio::spawn(accept_loop(listener, acceptor, Arc::clone(&state)));
-        TestServer {
-            addr,
-            ca_pem: ca.pem(),
-            state,
-            task,
-        }
+        TestServer { addr, ca_pem: ca.pem(), state, task }
     }
 
     pub fn route(&self, path: &str, route: Route) {
-        self.state
-            .routes
-            .lock()
-            .unwrap()
-            .insert(path.to_string(), route);
+        self.state.routes.lock().unwrap().insert(path.to_string(), route);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -138,13 +112,7 @@ impl TestServer {
     }
 
     pub fn hits(&self, path: &str) -> usize {
-        self.state
-            .hits
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.state.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     pub fn connections(&self) -> usize {
@@ -154,10 +122,7 @@ impl TestServer {
     /// Trusts the test CA and allows exactly 127.0.0.1 — the operator allowance the tests
     /// need to reach a loopback server at all.
     pub fn policy(&self) -> FetchPolicy {
-        FetchPolicy {
-            allowed_cidrs: vec!["127.0.0.1/32".parse().unwrap()],
-            ..self.policy_without_allowance()
-        }
+        FetchPolicy { allowed_cidrs: vec!["127.0.0.1/32".parse().unwrap()], ..self.policy_without_allowance() }
     }
 
     /// Trusts the test CA, with the default (public only) address rules.
@@ -184,11 +149,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<St
     }
 }
 
-async fn serve(
-    tcp: tokio::net::TcpStream,
-    acceptor: TlsAcceptor,
-    state: Arc<State>,
-) -> std::io::Result<()> {
+async fn serve(tcp: tokio::net::TcpStream, acceptor: TlsAcceptor, state: Arc<State>) -> std::io::Result<()> {
     let mut tls = tokio::time::timeout(IO_TIMEOUT, acceptor.accept(tcp)).await??;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -206,10 +167,7 @@ async fn serve(
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     *state.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
     let route = state.routes.lock().unwrap().get(&path).cloned();
-    let route = route.unwrap_or(Route {
-        status: 404,
-        ..Route::jar(b"not found")
-    });
+    let route = route.unwrap_or(Route { status: 404, ..Route::jar(b"not found") });
     if route.hang {
         tokio::time::sleep(HANG).await;
         return Ok(());
