@@ -5,6 +5,12 @@
 //! The binary calls [`run`] (or [`run_with_runtime`] to plug in the server
 //! runtime); tests build the [`router`] from an [`AppState`] and call it
 //! without a socket.
+//!
+//! Owns: HTTP handlers (`routes`), SQL (`store`, tenant-scoped), auth,
+//! validation, backups (`backup`: jobs, restore, retention, archives, object
+//! storage). May depend on: the contract (`ServerRuntime`, `Phase`,
+//! `PluginSpec`) — never on the proxy, the local runtime or Kubernetes; the
+//! runtimes implement the contract's `ServerRuntime` and are handed in.
 #![forbid(unsafe_code)]
 
 pub mod auth;

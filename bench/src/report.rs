@@ -1,6 +1,9 @@
 //! Turns the runs into figures (best of the rounds), ratios to direct and to
 //! HAProxy, Respawn's verdict against each goal from issue 6, and renders
 //! them as a markdown table and JSON.
+//!
+//! Past 500 lines: the table of figures (label, unit, goal for each) is most
+//! of it, and is read as one list.
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,9 @@
 //! The scenarios: what load each one puts through a target and which figures
 //! it reports. Every loop stops at a count and at a deadline, whichever
 //! comes first, and every network operation has its own timeout.
+//!
+//! One file for every scenario's load loop, so they share one shape (count
+//! and deadline bounds, error tallies); past 500 lines for that reason.
 
 use std::{
     net::SocketAddr,

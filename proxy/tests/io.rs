@@ -1,5 +1,8 @@
 //! Integration tests over real loopback sockets: the proxy in-process on port
 //! 0, backends made from the crate's own codec so every byte can be checked.
+//!
+//! One file of scenarios sharing one harness (fake backends, `start`,
+//! `eventually`); past 500 lines because each scenario is a story end to end.
 
 use std::{
     net::SocketAddr,
@@ -162,6 +165,16 @@ impl Drop for Running {
     }
 }
 
+/// Polls `check` until it holds, failing after `within`: tests wait for what
+/// they need to see, not for a fixed time.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Generous rate limits: every test client comes from 127.0.0.1.
 const OPEN_LIMITS: &str = "[limits]\nper_ip_per_second = 100000\nper_ip_burst = 100000\nper_prefix_per_second = 100000\nper_prefix_burst = 100000\nshutdown_grace_ms = 500\n";
 
@@ -284,8 +297,10 @@ async fn stale_and_fallback_when_backend_is_down() {
     );
     let p = start(&cfg).await;
     assert_eq!(status(p.addr, "alpha.test", 765).await["description"]["text"], "alpha");
+    let gone = a.addr;
     drop(a); // backend gone
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("alpha's listener closed", Duration::from_secs(5), || async { TcpStream::connect(gone).await.is_err() })
+        .await;
     let stale = status(p.addr, "alpha.test", 765).await;
     assert_eq!(stale["description"]["text"], "STALE alpha");
     assert_eq!(stale["version"]["name"], "fake 1.21.4");
@@ -346,7 +361,10 @@ async fn login_relays_exact_bytes_and_counts_players() {
             1.0
         );
         drop(c);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let route = if host.starts_with("bravo") { "bravo" } else { "alpha" };
+        let online = format!("respawn_proxy_players_online{{route=\"{route}\"}}");
+        eventually("the player counted out", Duration::from_secs(5), || async { metric(&p.proxy, &online) == 0.0 })
+            .await;
     }
     assert_eq!(metric(&p.proxy, "respawn_proxy_players_online{route=\"alpha\"}"), 0.0);
     assert_eq!(metric(&p.proxy, "respawn_proxy_logins_total{route=\"alpha\"}"), 3.0);
@@ -546,16 +564,22 @@ async fn reload_changes_new_connections_only() {
         respawn_proxy::ConfigSource::proxy_file(path.clone()),
         p.shutdown.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut old = login(p.addr, "play.test", 769).await;
     echo_roundtrip(&mut old, b"on alpha").await;
     assert_eq!(status(p.addr, "play.test", 1).await["description"]["text"], "alpha");
 
-    // A broken file is rejected and the running table stays.
-    std::fs::write(&path, "[[routes]]\nname = \"main\"\nhostnames = [\"play.test\"]\nbackends = [\"no-port\"]\n")
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(metric(&p.proxy, "respawn_proxy_config_reloads_total{result=\"error\"}") >= 1.0);
+    // A broken file is rejected and the running table stays. (Written again
+    // until the rejection shows: the watcher may not be watching yet.)
+    let broken = "[[routes]]\nname = \"main\"\nhostnames = [\"play.test\"]\nbackends = [\"no-port\"]\n";
+    eventually("the broken file rejected", Duration::from_secs(10), || {
+        std::fs::write(&path, broken).unwrap();
+        let p = &p;
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            metric(&p.proxy, "respawn_proxy_config_reloads_total{result=\"error\"}") >= 1.0
+        }
+    })
+    .await;
     assert_eq!(status(p.addr, "play.test", 2).await["description"]["text"], "alpha");
 
     // A good file moves new connections; the open session keeps relaying.
@@ -584,8 +608,9 @@ async fn graceful_shutdown_drains_then_closes() {
     echo_roundtrip(&mut c, b"hello").await;
     let stopped_at = Instant::now();
     p.shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(TcpStream::connect(p.addr).await.is_err(), "still accepting after shutdown");
+    let addr = p.addr;
+    eventually("no longer accepting", Duration::from_secs(2), || async { TcpStream::connect(addr).await.is_err() })
+        .await;
     assert!(!p.proxy.is_ready());
     echo_roundtrip(&mut c, b"during grace").await;
     let mut sink = Vec::new();
@@ -639,13 +664,27 @@ async fn dying_backend(end: &'static str) -> (SocketAddr, JoinHandle<()>) {
             out.extend(packet);
             out
         };
-        let mut out = respawn_codec::encode_packet(0x03, &[0x80, 0x02]); // threshold 256
-        out.extend(framed(0x02, &[9u8; 22])); // Login Success
-        out.extend(framed(0x26, &[1u8; 40])); // some play packet
+        let mut out = Vec::new();
+        if end == "kick-login" {
+            // Refused at login (whitelist, ban, full): the server's own Disconnect.
+            out.extend(respawn_codec::encode_login_disconnect(KICK));
+        } else {
+            out.extend(respawn_codec::encode_packet(0x03, &[0x80, 0x02])); // threshold 256
+            out.extend(framed(0x02, &[9u8; 22])); // Login Success
+            out.extend(framed(0x26, &[1u8; 40])); // some play packet
+        }
         if end == "mid-frame" {
             out.extend(&framed(0x26, &[1u8; 100])[..30]);
         }
+        if end == "kick-play" {
+            // `/kick` in play: 1.12.2's Disconnect (0x1a), JSON text.
+            let mut body = Vec::new();
+            respawn_codec::frame::put_string(&mut body, &format!("{{\"text\":\"{KICK}\"}}"));
+            out.extend(framed(0x1a, &body));
+        }
         s.write_all(&out).await.unwrap();
+        // The server's end comes a moment after its last write (a reset sent
+        // at once could overtake the bytes still in flight).
         tokio::time::sleep(Duration::from_millis(100)).await;
         if end == "reset" {
             #[allow(deprecated)] // a reset is exactly what this backend wants
@@ -655,6 +694,9 @@ async fn dying_backend(end: &'static str) -> (SocketAddr, JoinHandle<()>) {
     });
     (addr, task)
 }
+
+/// What the kicking backends tell the player.
+const KICK: &str = "You are not white-listed on this server!";
 
 /// What a player read before the proxy closed its connection.
 async fn read_all(c: &mut TcpStream) -> Vec<u8> {
@@ -686,6 +728,34 @@ async fn a_dying_backend_leaves_the_player_a_reason() {
         let text = String::from_utf8_lossy(&body[2..]);
         assert!(text.contains("alpha stopped unexpectedly"), "{end}: {text}");
         assert_eq!(metric(&p.proxy, "respawn_proxy_backend_lost_total{result=\"told\"}"), 1.0, "{end}");
+    }
+}
+
+/// A server that ends the session itself — a login refused, a `/kick` in
+/// play — is no crash: the player gets the server's words and nothing else,
+/// and no backend is counted lost.
+#[tokio::test]
+async fn a_servers_own_disconnect_ends_the_session_as_it_is() {
+    for end in ["kick-login", "kick-play"] {
+        let (addr, _task) = dying_backend(end).await;
+        let p = start(&two_routes(addr, addr, OPEN_LIMITS)).await;
+        let mut c = login(p.addr, "alpha.test", 340).await;
+        let got = read_all(&mut c).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains(KICK), "{end}: {text}");
+        assert!(!text.contains("stopped unexpectedly"), "{end}: the proxy added its own words: {text}");
+        // Its Disconnect is the very last thing the player read.
+        assert!(got.ends_with(format!("{KICK}\"}}").as_bytes()), "{end}: {text}");
+        for result in ["told", "untold"] {
+            let lost = format!("respawn_proxy_backend_lost_total{{result=\"{result}\"}}");
+            assert_eq!(metric(&p.proxy, &lost), 0.0, "{end}: counted as lost ({result})");
+        }
+        drop(c);
+        let relayed = "respawn_proxy_connections_total{outcome=\"relayed\"}";
+        eventually("the session ended as relayed", Duration::from_secs(5), || async {
+            metric(&p.proxy, relayed) == 1.0
+        })
+        .await;
     }
 }
 
@@ -785,9 +855,16 @@ async fn an_online_mode_session_is_relayed_exactly_both_ways() {
             tokio::time::timeout(Duration::from_secs(10), backend).await.unwrap().unwrap(),
             "splice={splice}: the server got the player's bytes exactly"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let up_counted = metric(&p.proxy, "respawn_proxy_bytes_total{direction=\"client_to_backend\"}");
-        let down_counted = metric(&p.proxy, "respawn_proxy_bytes_total{direction=\"backend_to_client\"}");
+        let (up_metric, down_metric) = (
+            "respawn_proxy_bytes_total{direction=\"client_to_backend\"}",
+            "respawn_proxy_bytes_total{direction=\"backend_to_client\"}",
+        );
+        eventually("both directions counted", Duration::from_secs(5), || async {
+            metric(&p.proxy, up_metric) >= UP as f64 && metric(&p.proxy, down_metric) >= DOWN as f64
+        })
+        .await;
+        let up_counted = metric(&p.proxy, up_metric);
+        let down_counted = metric(&p.proxy, down_metric);
         assert!(up_counted >= UP as f64, "splice={splice}: up bytes counted: {up_counted}");
         assert!(down_counted >= DOWN as f64, "splice={splice}: down bytes counted: {down_counted}");
     }

@@ -3,6 +3,9 @@
 //! change it creates or deletes pods and starts or stops a real Minecraft
 //! server process per pod (each listens on its own loopback port, named in
 //! the pod's `minecraft` container port).
+//!
+//! Past 500 lines: every scenario shares the simulated kubelet and the fake;
+//! splitting them would copy that harness.
 
 mod common;
 
@@ -64,15 +67,31 @@ async fn create_server(fake: &FakeApiServer, ns: &str, name: &str, spec: Value) 
     api
 }
 
-fn start_controller(fake: &FakeApiServer) -> CancellationToken {
+/// A controller running against the fake: stop it with `stop`, wait for it
+/// with `task`, and read how many reconciles it ran from `metrics`.
+struct RunningController {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    metrics: controller::Metrics,
+}
+
+impl RunningController {
+    fn cancel(&self) {
+        self.stop.cancel();
+    }
+
+    /// Stops it and waits until it has stopped.
+    async fn stopped(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("the controller stops").unwrap().unwrap();
+    }
+}
+
+fn start_controller(fake: &FakeApiServer) -> RunningController {
     let stop = CancellationToken::new();
-    tokio::spawn(controller::run(
-        fake.client(),
-        settings(),
-        controller::Metrics::new(&prometheus::Registry::new()),
-        stop.clone(),
-    ));
-    stop
+    let metrics = controller::Metrics::new(&prometheus::Registry::new());
+    let task = tokio::spawn(controller::run(fake.client(), settings(), metrics.clone(), stop.clone()));
+    RunningController { stop, task, metrics }
 }
 
 async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
@@ -330,13 +349,11 @@ async fn conflicts_are_retried_and_a_wake_survives_a_controller_restart() {
     .await;
     let patches = fake.request_log().iter().filter(|(m, p)| m == "PATCH" && p.contains("/statefulsets/lobby")).count();
     assert!(patches >= 2, "the failed apply was retried ({patches} PATCHes)");
-    stop.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.stopped().await;
 
-    // Controller down: a proxy asks for a wake.
+    // Controller down (its task has ended): a proxy asks for a wake.
     let patch = json!({ "metadata": { "annotations": { WAKE_ANNOTATION: "2026-11-22T00:00:00Z" } } });
     servers.patch("lobby", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sts_replicas(&fake, "acme", "lobby").await, Some(0), "nobody acts while the controller is down");
 
     let stop = start_controller(&fake);
@@ -350,8 +367,11 @@ async fn conflicts_are_retried_and_a_wake_survives_a_controller_restart() {
     .await;
     let status = servers.get("lobby").await.unwrap().status.unwrap();
     assert_eq!(status.handled_wake.as_deref(), Some("2026-11-22T00:00:00Z"));
-    // The policy's memory survives the reconciles that follow (no stale overwrite).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The policy's memory survives the reconciles that follow (no stale
+    // overwrite): wait for two more of them.
+    let seen = stop.metrics.reconciles.get();
+    eventually("two more reconciles", Duration::from_secs(10), || async { stop.metrics.reconciles.get() >= seen + 2 })
+        .await;
     let status = servers.get("lobby").await.unwrap().status.unwrap();
     assert!(status.last_wake.is_some(), "{status:?}");
     assert!(status.last_decision.is_some_and(|d| d.reason.contains("waking")), "the wake's reason is kept");

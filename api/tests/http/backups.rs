@@ -3,6 +3,9 @@
 //! retention with locks, and the players-online refusal. The local object
 //! store lives in the test's scratch directory; `s3.rs` runs the same round
 //! trip against a real S3 emulator.
+//!
+//! Past 500 lines: backups, restores, retention and their isolation cases
+//! share one set of fixtures.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

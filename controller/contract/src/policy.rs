@@ -8,6 +8,9 @@
 //! the drain timeout is removed, and a server that is still starting is never
 //! stopped for idleness (its idle clock starts when it is ready). The local
 //! runtime and the Kubernetes controller only observe and apply.
+//!
+//! Longer than most files here: one function and its property tests (the
+//! tests are over half of it), kept together on purpose.
 
 use std::{fmt, time::Duration};
 

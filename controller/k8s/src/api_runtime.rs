@@ -16,7 +16,10 @@ use respawn_contract::runtime::{
 
 use crate::{
     controller::HIBERNATE_ANNOTATION,
-    crd::{MinecraftServer, MinecraftServerStatus},
+    crd::{
+        IDLE_TIMEOUT_MAX_S, IDLE_TIMEOUT_MIN_S, MinecraftServer, MinecraftServerStatus, PLAYERS_PER_REPLICA_MAX,
+        REPLICAS_MAX,
+    },
     render::{GAME_PORT, SERVER_LABEL},
     signals::WAKE_ANNOTATION,
 };
@@ -35,10 +38,6 @@ const SERVER_CONTAINER: &str = "server";
 /// The heap the JVM gets, as a share of the memory limit: the rest is left for
 /// the JVM's own overhead so the container is not OOM-killed at full heap.
 const HEAP_PERCENT_OF_MEMORY: u32 = 75;
-/// Bounds the CRD's schema enforces (a real API server would refuse the rest).
-const IDLE_TIMEOUT_RANGE_S: (u32, u32) = (10, 604_800);
-const PLAYERS_PER_REPLICA_MAX: u32 = 10_000;
-const REPLICAS_MAX: u32 = 100;
 
 /// Writes servers as MinecraftServers in one namespace and reads their state
 /// from a reflector cache (fed by [`StatusWatch::run`]).
@@ -236,7 +235,7 @@ pub fn resource(spec: &ServerSpec, namespace: &str) -> Value {
             "env": { "MEMORY": format!("{heap_mib}M") },
             "replicas": { "min": spec.min_replicas.min(max_replicas), "max": max_replicas },
             "playersPerReplica": spec.max_players.clamp(1, PLAYERS_PER_REPLICA_MAX),
-            "idleTimeoutSeconds": spec.idle_timeout_s.clamp(IDLE_TIMEOUT_RANGE_S.0, IDLE_TIMEOUT_RANGE_S.1),
+            "idleTimeoutSeconds": spec.idle_timeout_s.clamp(IDLE_TIMEOUT_MIN_S, IDLE_TIMEOUT_MAX_S),
         },
     });
     if !plugins.is_empty() {

@@ -9,6 +9,13 @@ use kube::{CustomResource, KubeSchema};
 use respawn_contract::Phase;
 use serde::{Deserialize, Serialize};
 
+/// The schema's bounds, named once: the CRD enforces them at admission and
+/// the API's runtime clamps what it writes to them.
+pub const PLAYERS_PER_REPLICA_MAX: u32 = 10_000;
+pub const IDLE_TIMEOUT_MIN_S: u32 = 10;
+pub const IDLE_TIMEOUT_MAX_S: u32 = 604_800;
+pub const REPLICAS_MAX: u32 = 100;
+
 /// The image the pods run unless a spec names another: its conventions
 /// (`/data`, `EULA`, `TYPE`, `VERSION`, RCON) shape the rendered StatefulSet.
 pub const DEFAULT_IMAGE: &str = "itzg/minecraft-server";
@@ -66,7 +73,7 @@ pub struct MinecraftServerSpec {
     pub replicas: Replicas,
     /// Players one replica holds before a fleet grows.
     #[serde(default = "default_players_per_replica")]
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = PLAYERS_PER_REPLICA_MAX))]
     pub players_per_replica: u32,
     /// Spare replicas a fleet keeps above what its players need.
     #[serde(default)]
@@ -74,7 +81,7 @@ pub struct MinecraftServerSpec {
     pub buffer: u32,
     /// Sleep after this many seconds without players.
     #[serde(default = "default_idle")]
-    #[schemars(range(min = 10, max = 604800))]
+    #[schemars(range(min = IDLE_TIMEOUT_MIN_S, max = IDLE_TIMEOUT_MAX_S))]
     pub idle_timeout_seconds: u32,
     /// Stay up at least this long after each wake.
     #[serde(default = "default_min_online")]
@@ -134,11 +141,11 @@ impl Default for Storage {
 pub struct Replicas {
     /// 0 lets it sleep.
     #[serde(default)]
-    #[schemars(range(max = 100))]
+    #[schemars(range(max = REPLICAS_MAX))]
     pub min: u32,
     /// 1 for a single server, more for a fleet.
     #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = REPLICAS_MAX))]
     pub max: u32,
 }
 
