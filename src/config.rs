@@ -21,6 +21,10 @@ use serde::Deserialize;
 use crate::embedded::ServerTemplate;
 
 /// All of `respawn.toml`. Unknown fields are errors; errors name the field.
+///
+/// The proxy's fields are listed here again rather than `#[serde(flatten)]`ed
+/// from its `Config`: serde cannot deny unknown fields through a flatten, and
+/// a typo in `respawn.toml` must stay an error.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RespawnConfig {

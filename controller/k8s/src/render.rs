@@ -108,6 +108,11 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
+/// The server's data volume at `/data`, for the server and the plugin-sync container alike.
+fn data_mount() -> VolumeMount {
+    VolumeMount { name: "data".into(), mount_path: "/data".into(), ..VolumeMount::default() }
+}
+
 /// The init container that downloads, verifies and places the plugins in
 /// `/data/plugins` before the server starts; `None` without plugins.
 fn plugin_sync(plugins: &[PluginRef], options: &RenderOptions) -> Option<Container> {
@@ -131,11 +136,7 @@ fn plugin_sync(plugins: &[PluginRef], options: &RenderOptions) -> Option<Contain
             limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".into()))])),
             ..ResourceRequirements::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: "/data".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![data_mount()]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             run_as_non_root: Some(true),
@@ -182,11 +183,7 @@ pub fn stateful_set_with(mcs: &MinecraftServer, replicas: u32, options: &RenderO
             ..Probe::default()
         }),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: "/data".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![data_mount()]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             ..SecurityContext::default()
