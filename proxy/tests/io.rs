@@ -308,6 +308,15 @@ async fn stale_and_fallback_when_backend_is_down() {
     // Never reached, nothing cached: the configured unreachable text.
     assert_eq!(status(p.addr, "bravo.test", 765).await["description"]["text"], "DOWN bravo.test");
     assert_eq!(metric(&p.proxy, "respawn_proxy_status_requests_total{result=\"stale\"}"), 1.0);
+    // Failed status probes are no rejected connections; a login that cannot
+    // reach its backend is, once.
+    let unreachable = "respawn_proxy_rejects_total{reason=\"backend_unreachable\"}";
+    assert_eq!(metric(&p.proxy, unreachable), 0.0, "status probes counted as rejects");
+    let mut c = login(p.addr, "bravo.test", 765).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await.expect("told and closed").unwrap();
+    assert!(String::from_utf8_lossy(&got).contains("not reachable"), "{got:?}");
+    assert_eq!(metric(&p.proxy, unreachable), 1.0);
 }
 
 #[tokio::test]
