@@ -117,7 +117,9 @@ async fn flying_squid_sleeps_and_wakes_for_a_bot() {
     let stack = start_stack("squid", &servers, "").await;
     let p = stack.port();
 
-    // Asleep: a status ping is answered by the proxy and wakes nothing.
+    // Asleep: a status ping is answered by the proxy and wakes nothing (a
+    // wake is asked for before any answer goes out, so none counted means none).
+    let wakes = "respawn_runtime_wake_requests_total{server=\"squid\"}";
     let st = run_peer(
         "node",
         "client.js",
@@ -125,7 +127,7 @@ async fn flying_squid_sleeps_and_wakes_for_a_bot() {
     )
     .await;
     assert!(st["motd"].as_str().unwrap().contains("Sleeping"), "{st}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stack.metric(wakes), 0.0, "a status ping asked for a wake");
     assert_eq!(stack.runtime.phase("squid"), Some(Phase::Sleeping));
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "no process while asleep");
 
@@ -182,6 +184,7 @@ async fn flying_squid_sleeps_and_wakes_for_a_bot() {
     assert_eq!(stack.metric("respawn_runtime_hibernations_total{server=\"squid\"}"), 1.0);
 
     // Asleep again: the cached real version with the sleeping MOTD; no wake.
+    let woken = stack.metric(wakes);
     let st = run_peer(
         "node",
         "client.js",
@@ -190,7 +193,7 @@ async fn flying_squid_sleeps_and_wakes_for_a_bot() {
     .await;
     assert!(st["motd"].as_str().unwrap().contains("Sleeping"), "{st}");
     assert_eq!(st["version"], real_version, "{st}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stack.metric(wakes), woken, "a status ping asked for a wake");
     assert_eq!(stack.runtime.phase("squid"), Some(Phase::Sleeping));
     // The cache is on disk for the next proxy start.
     let saved = std::fs::read_to_string(stack.data.join("status-cache.json")).unwrap_or_default();
