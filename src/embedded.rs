@@ -295,7 +295,9 @@ pub async fn up(config_path: PathBuf, shutdown: CancellationToken) -> anyhow::Re
         })
     });
     let lifecycle: Arc<dyn Lifecycle> = runtime.clone();
-    let proxy = Proxy::with_lifecycle(config.proxy(), lifecycle)?;
+    // Off the async threads: building the proxy reads its status cache file.
+    let proxy_config = config.proxy();
+    let proxy = tokio::task::spawn_blocking(move || Proxy::with_lifecycle(proxy_config, lifecycle)).await??;
     proxy.metrics().add_registry(runtime.registry.clone());
     embedded.attach(Arc::new(proxy.clone()));
     let result = respawn_proxy::run(proxy, Some(RespawnConfig::source(&config_path)), shutdown.clone()).await;

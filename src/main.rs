@@ -90,13 +90,15 @@ fn main() -> Result<()> {
                 let source = Some(RespawnConfig::source(&path));
                 if !kubernetes {
                     // `[[servers]]` are plain routes here: nothing runs them.
-                    return respawn_proxy::run(Proxy::new(config.proxy())?, source, shutdown).await;
+                    let proxy = off_thread(move || Proxy::new(config.proxy())).await??;
+                    return respawn_proxy::run(proxy, source, shutdown).await;
                 }
                 let client = kube::Client::try_default().await?;
                 let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "respawn-system".into());
                 let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("proxy-{}", std::process::id()));
                 let discovery = respawn_k8s::discovery::KubeDiscovery::new(client, &namespace, &identity);
-                let proxy = Proxy::with_lifecycle(config.proxy(), discovery.clone())?;
+                let lifecycle = discovery.clone();
+                let proxy = off_thread(move || Proxy::with_lifecycle(config.proxy(), lifecycle)).await??;
                 tokio::spawn(discovery.run(Arc::new(proxy.clone()), shutdown.clone()));
                 respawn_proxy::run(proxy, source, shutdown).await
             }
@@ -140,6 +142,12 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+/// Runs blocking start-up work (a proxy reads its status cache file) on the
+/// blocking pool, not on an async thread.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(work).await?)
 }
 
 /// `GET /metrics` in the Prometheus text format, until `shutdown`.
