@@ -349,6 +349,8 @@ async fn conflicts_are_retried_and_a_wake_survives_a_controller_restart() {
     .await;
     let patches = fake.request_log().iter().filter(|(m, p)| m == "PATCH" && p.contains("/statefulsets/lobby")).count();
     assert!(patches >= 2, "the failed apply was retried ({patches} PATCHes)");
+    let conflicts = stop.metrics.reconcile_errors.with_label_values(&["conflict"]).get();
+    assert!(conflicts >= 1, "the failed reconcile was counted (respawn_controller_reconcile_errors_total)");
     stop.stopped().await;
 
     // Controller down (its task has ended): a proxy asks for a wake.
