@@ -51,6 +51,10 @@ pub struct Shared {
     pub lifecycle: Option<Arc<dyn Lifecycle>>,
     /// Open sessions per backend address, for least-players choice.
     pub backend_load: std::sync::Mutex<HashMap<String, u32>>,
+    /// Held while the status cache file is written: a save in the background
+    /// and the one at shutdown never interleave, and the last one written is
+    /// the newest snapshot.
+    cache_save: std::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -109,6 +113,7 @@ impl Proxy {
             ready: AtomicBool::new(false),
             lifecycle,
             backend_load: Default::default(),
+            cache_save: std::sync::Mutex::new(()),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -347,19 +352,24 @@ impl Proxy {
         Ok(())
     }
 
-    /// Persists the status cache when a file is configured and it changed.
-    /// The snapshot is taken here; the file is written on the blocking pool.
+    /// Persists the status cache when a file is configured and it changed,
+    /// on the blocking pool: the snapshot and the write happen there, one
+    /// save at a time.
     async fn save_cache(&self) {
         let Some(path) = self.shared.state.load().config.status.cache_file.clone() else { return };
-        let Some(bytes) = self.shared.cache.snapshot() else { return };
-        let written = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || crate::status_cache::write_file(&path, &bytes)
+        let shared = self.shared.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = shared.cache_save.lock().unwrap_or_else(|e| e.into_inner());
+            match shared.cache.snapshot() {
+                Some(bytes) => crate::status_cache::write_file(&path, &bytes).map_err(|e| (path, e)),
+                None => Ok(()),
+            }
         })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        if let Err(e) = written {
-            warn!(error = %e, path = %path.display(), "cannot save the status cache");
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err((path, e))) => warn!(error = %e, path = %path.display(), "cannot save the status cache"),
+            Err(e) => warn!(error = %e, "the status cache save task failed"),
         }
     }
 }
