@@ -441,8 +441,12 @@ async fn fleets_follow_players_and_vanished_proxies_stop_counting() {
         sts_replicas(&fake, "acme", "games").await == Some(2)
     })
     .await;
-    let reason = servers.get("games").await.unwrap().status.unwrap().last_decision.unwrap().reason;
-    assert!(reason.contains("drain timeout"), "{reason}");
+    // The status is written after the StatefulSet: wait for it, not read it once.
+    eventually("the drain timeout recorded as the reason", Duration::from_secs(5), || async {
+        let decided = servers.get("games").await.ok().and_then(|m| m.status?.last_decision);
+        decided.is_some_and(|d| d.reason.contains("drain timeout"))
+    })
+    .await;
     report(&fake, "a", json!({ "acme/games": { "games-0": 1 } }), 60).await;
     eventually("down to 1 again", Duration::from_secs(10), || async {
         sts_replicas(&fake, "acme", "games").await == Some(1)
